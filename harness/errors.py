@@ -27,7 +27,11 @@ class SuiteError(HarnessInputError):
         self.key_path = key_path
         self.source = source
         where = f"{source}: " if source else ""
+        self.message = message
         super().__init__(f"{where}{key_path or '<suite>'}: {message}")
+
+    def __reduce__(self) -> tuple:  # picklable across Ray processes
+        return (type(self), (self.key_path, self.message, self.source))
 
 
 class UnknownNameError(HarnessInputError, KeyError):
@@ -41,6 +45,9 @@ class UnknownNameError(HarnessInputError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple:  # picklable across Ray processes
+        return (type(self), (self.kind, self.name, self.known))
 
 
 class DataUnavailableError(HarnessInputError):

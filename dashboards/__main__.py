@@ -1,0 +1,29 @@
+"""`python -m dashboards RUN_DIR [--title T]`: rebuild RUN_DIR/dashboard/index.html from the result store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dashboards.page import build_dashboard
+from harness.errors import HarnessInputError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dashboards", description=__doc__)
+    parser.add_argument("run_dir", type=Path, help="a suite run directory (holding rows/ or results.parquet)")
+    parser.add_argument("--title", default=None, help="page title (default: from the suite name)")
+    args = parser.parse_args(argv)
+    try:
+        index = build_dashboard(args.run_dir, title=args.title)
+    except HarnessInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(index)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

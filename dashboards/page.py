@@ -1,0 +1,328 @@
+"""The static dashboard page: result store -> leaderboard tables + plotly figures -> one offline HTML file.
+
+The page reads only the result store and renders the output of `harness.leaderboard.leaderboard`;
+it computes no statistics of its own. Every string that came from the store is HTML-escaped, and
+figure data is embedded as JSON with `<`, `>` and `&` escaped so no value can close the script.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import plotly.offline
+from plotly.utils import PlotlyJSONEncoder
+
+from dashboards.figures import PARETO_FIGURES, PRIMARY, method_colours, pareto_figure, tuning_figure
+from dashboards.table import esc, leaderboard_table, table_metrics
+from harness.errors import HarnessInputError
+from harness.leaderboard import leaderboard, metric_columns
+from harness.store import read_results
+
+DASHBOARD_DIR = "dashboard"
+INDEX_FILE = "index.html"
+PLOTLY_JS_FILE = "plotly.min.js"
+DEFAULT_PRIMARY = "test/accuracy"
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+class NoResultsError(HarnessInputError):
+    """The run directory holds no result rows to show."""
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_dashboard(run_dir: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Render `run_dir/dashboard/index.html` (+ `plotly.min.js`) from the result store; return the index."""
+    run_dir = Path(run_dir)
+    rows = read_results(run_dir)
+    if rows.empty:
+        raise NoResultsError(
+            f"no results in {run_dir}: expected {run_dir / 'rows'}/*.parquet or {run_dir / 'results.parquet'}"
+        )
+    page = render_page(rows, title=title, run_name=run_dir.resolve().name)
+    out_dir = run_dir / DASHBOARD_DIR
+    write_atomic(out_dir / PLOTLY_JS_FILE, plotly.offline.get_plotlyjs().encode("utf-8"), only_if_changed=True)
+    index = out_dir / INDEX_FILE
+    write_atomic(index, page.encode("utf-8"))
+    return index
+
+
+def write_atomic(path: Path, data: bytes, *, only_if_changed: bool = False) -> None:
+    """Write through a temp file in the same directory and `os.replace`, so readers never see half a file."""
+    if only_if_changed and path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- data preparation
+
+
+def with_required_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """The store's core columns, present even when a partial store lacks them."""
+    missing = {c: None for c in ("phase", "benchmark", "method", "status", "error") if c not in rows}
+    return rows.assign(**missing) if missing else rows
+
+
+def plain(value: object) -> str:
+    """A store value as text; integral floats (seeds promoted by missing values) without `.0`."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def distinct(rows: pd.DataFrame, column: str) -> list[str]:
+    """Sorted distinct non-null values of a column as text ([] when the column is absent)."""
+    if column not in rows:
+        return []
+    return sorted({plain(v) for v in rows[column].dropna()})
+
+
+def primary_metrics(final: pd.DataFrame) -> dict[str, str]:
+    """Primary metric per benchmark: the most common `primary_metric` of its final rows, else the default."""
+    chosen = {}
+    for benchmark, group in final.groupby("benchmark", sort=True):
+        values = group["primary_metric"].dropna().astype(str) if "primary_metric" in group else pd.Series([])
+        chosen[str(benchmark)] = str(values.mode().iloc[0]) if len(values) else DEFAULT_PRIMARY
+    return chosen
+
+
+# ---------------------------------------------------------------- html pieces
+
+
+def provenance_line(final: pd.DataFrame, tune: pd.DataFrame) -> str:
+    """Runs, seeds and which data splits each phase read: the tuning protocol, stated on the page."""
+    parts = []
+    if len(final):
+        failed = int((final["status"] != "ok").sum())
+        seeds = ", ".join(sorted(distinct(final, "seed"), key=lambda s: (len(s), s)))
+        splits = "; ".join(distinct(final, "splits_read")) or "not recorded"
+        parts.append(f"{len(final)} final runs ({failed} failed), seeds {esc(seeds or '—')}, read {esc(splits)}")
+    else:
+        parts.append("no final runs yet")
+    if len(tune):
+        failed = int((tune["status"] != "ok").sum())
+        splits = distinct(tune, "splits_read")
+        parts.append(f"{len(tune)} tuning trials ({failed} failed), read {esc('; '.join(splits) or 'not recorded')}")
+        if any("test" in split.split(",") for split in splits):
+            parts.append('<strong class="warn">tuning read the test split</strong>')
+    return f'<p class="provenance">{" · ".join(parts)}</p>'
+
+
+def header_html(rows: pd.DataFrame, title: str, run_name: str, generated_at: datetime) -> str:
+    final = rows[rows["phase"] == "final"]
+    failed = rows[rows["status"] != "ok"]
+    by_phase = ", ".join(f"{esc(p)} {n}" for p, n in failed["phase"].fillna("?").value_counts().sort_index().items())
+    hashes = distinct(rows, "suite_hash")
+    facts = [
+        ("Suite", esc(", ".join(distinct(rows, "suite_name")) or "—")),
+        ("Suite hash", " ".join(f"<code>{esc(h)}</code>" for h in hashes) or "—"),
+        ("Benchmarks", str(final["benchmark"].nunique())),
+        ("Methods", str(final["method"].nunique())),
+        ("Final runs", str(len(final))),
+        ("Tuning trials", str(int((rows["phase"] == "tune").sum()))),
+        ("Failed runs", f'<span class="{"warn" if len(failed) else ""}">{len(failed)}</span>'
+         + (f" ({by_phase})" if len(failed) else "")),
+        ("Code", " ".join(f"<code>{esc(c[:12])}</code>" for c in distinct(rows, "git_commit")) or "—"),
+        ("Run", esc(run_name)),
+        ("Generated", esc(generated_at.strftime("%Y-%m-%d %H:%M:%S UTC"))),
+    ]
+    items = "".join(f'<div><dt>{name}</dt><dd>{value}</dd></div>' for name, value in facts)
+    return f'<header><h1>{esc(title)}</h1><dl class="facts">{items}</dl></header>'
+
+
+def failures_html(rows: pd.DataFrame) -> str:
+    failed = rows[rows["status"] != "ok"]
+    if failed.empty:
+        return ""
+    columns = ["phase", "benchmark", "method", "seed", "trial", "node_id", "error"]
+    head = "".join(f'<th scope="col">{c}</th>' for c in columns)
+    body = []
+    for record in failed.to_dict("records"):
+        cells = []
+        for column in columns:
+            value = record.get(column)
+            text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+            if column == "error" and len(text) > 400:
+                text = text[:400] + "…"
+            cells.append(f'<td class="{column}">{esc(text)}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<section id="failures"><details><summary>{len(failed)} failed run(s)</summary>'
+        f'<div class="table-wrap"><table class="failures"><thead><tr>{head}</tr></thead>'
+        f'<tbody>{"".join(body)}</tbody></table></div></details></section>'
+    )
+
+
+def figure_cards(section_id: str, named: Sequence[tuple[str, str, object | None, str]], store: dict) -> str:
+    """Divs for the figures that exist (registered in `store` by div id), a note for those skipped."""
+    cards, skipped = [], []
+    for key, title, figure, reason in named:
+        if figure is None:
+            skipped.append(f"{esc(title)} ({esc(reason)})")
+            continue
+        div_id = f"{section_id}-{key}"
+        store[div_id] = figure.to_plotly_json()
+        cards.append(f'<figure class="card"><div id="{div_id}" class="plot"></div></figure>')
+    note = f'<p class="skipped">Not shown: {"; ".join(skipped)}.</p>' if skipped else ""
+    return f'<div class="figures">{"".join(cards)}</div>{note}'
+
+
+def benchmark_section(
+    index: int, benchmark: str, rows: pd.DataFrame, board: pd.DataFrame, metrics: Sequence[str],
+    primary: str, colours: Mapping[str, str], figures: dict,
+) -> str:
+    section_id = f"bench-{index}"
+    final = rows[(rows["phase"] == "final") & (rows["benchmark"] == benchmark)]
+    tune = rows[(rows["phase"] == "tune") & (rows["benchmark"] == benchmark)]
+    own = board[board["benchmark"] == benchmark] if len(board) else board
+    shown = table_metrics(own, metrics, primary) if len(own) else []
+    table = leaderboard_table(benchmark, own, shown, primary) if len(own) else '<p class="empty">No final runs yet.</p>'
+    named = []
+    for spec in PARETO_FIGURES:
+        figure = pareto_figure(own, spec, primary, colours) if len(own) else None
+        axes = " and ".join(primary if m == PRIMARY else m for m in (spec.x_metric, spec.y_metric))
+        named.append((spec.key, spec.title, figure, f"needs {axes} in final rows"))
+    named.append(("tuning", "Tuning trials", tuning_figure(tune, colours), "no tuning trials with val/accuracy"))
+    return (
+        f'<section class="benchmark" id="{section_id}"><h2>{esc(benchmark)}</h2>'
+        f"{provenance_line(final, tune)}<div class=\"table-wrap\">{table}</div>"
+        f"{figure_cards(section_id, named, figures)}</section>"
+    )
+
+
+def embed_json(value: object) -> str:
+    """JSON that is safe inside a <script> element: no `<`, `>` or `&` survives unescaped."""
+    text = json.dumps(value, cls=PlotlyJSONEncoder, separators=(",", ":"))
+    for char, escaped in _JSON_ESCAPES.items():
+        text = text.replace(char, escaped)
+    return text
+
+
+# ---------------------------------------------------------------- the page
+
+
+def render_page(
+    rows: pd.DataFrame, *, title: str | None = None, run_name: str = "", generated_at: datetime | None = None
+) -> str:
+    """The whole HTML document for these store rows."""
+    rows = with_required_columns(rows)
+    final = rows[rows["phase"] == "final"]
+    primaries = primary_metrics(final)
+    metrics = [m for m in metric_columns(final) if final[m].notna().any()]
+    board = leaderboard(final, primary=primaries, metrics=metrics) if len(final) else pd.DataFrame()
+    suites = distinct(rows, "suite_name")
+    title = title or (f"{suites[0]} · harness results" if len(suites) == 1 else "harness results")
+    benchmarks = sorted({str(b) for b in rows.loc[rows["phase"].isin(["final", "tune"]), "benchmark"].dropna()})
+    colours = method_colours(distinct(rows[rows["phase"].isin(["final", "tune"])], "method"))
+    figures: dict[str, object] = {}
+    sections = [
+        benchmark_section(i, b, rows, board, metrics, primaries.get(b, DEFAULT_PRIMARY), colours, figures)
+        for i, b in enumerate(benchmarks)
+    ]
+    nav = "".join(f'<a href="#bench-{i}">{esc(b)}</a>' for i, b in enumerate(benchmarks))
+    generated_at = generated_at or datetime.now(UTC)
+    return PAGE_TEMPLATE.format(
+        title=esc(title),
+        css=CSS,
+        header=header_html(rows, title, run_name, generated_at),
+        nav=f"<nav>{nav}</nav>" if nav else "",
+        sections="".join(sections) or '<p class="empty">No benchmark rows yet.</p>',
+        failures=failures_html(rows),
+        plotly_src=PLOTLY_JS_FILE,
+        figures=embed_json(figures),
+        count=len(figures),
+    )
+
+
+CSS = """
+:root { --fg: #222; --muted: #666; --line: #ddd; --warn: #a15c00; --warn-bg: #fff5e0; --accent: #4e79a7; }
+* { box-sizing: border-box; }
+body { margin: 0 auto; max-width: 1440px; padding: 1rem 1.5rem 3rem; color: var(--fg);
+       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
+h1 { font-size: 1.5rem; margin: .2rem 0 .6rem; }
+h2 { font-size: 1.25rem; margin: 2rem 0 .3rem; padding-top: .6rem; border-top: 2px solid var(--line); }
+code { font: 12px ui-monospace, monospace; background: #f3f3f3; padding: 0 .25rem; border-radius: 3px; }
+.facts { display: flex; flex-wrap: wrap; gap: .4rem 1.6rem; margin: 0; }
+.facts dt { color: var(--muted); font-size: 11px; text-transform: uppercase; letter-spacing: .04em; }
+.facts dd { margin: 0; }
+nav { margin: 1rem 0 0; display: flex; flex-wrap: wrap; gap: .8rem; }
+nav a { color: var(--accent); }
+.provenance, .skipped, caption { color: var(--muted); font-size: 12px; }
+caption { text-align: left; caption-side: bottom; padding-top: .3rem; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+th, td { padding: .3rem .55rem; border-bottom: 1px solid var(--line); vertical-align: top; text-align: left; }
+thead th { font-size: 12px; font-weight: 600; border-bottom: 2px solid #bbb; white-space: nowrap; }
+th.method { font-weight: 600; max-width: 18rem; overflow-wrap: break-word; }
+td.num, th.num, td.n { text-align: right; white-space: nowrap; }
+th.primary, td.primary { background: #f2f6fb; }
+td.best { font-weight: 700; }
+.ci { display: block; color: var(--muted); font-size: 11px; font-weight: 400; }
+tr.incomplete td, tr.incomplete th { background: var(--warn-bg); }
+td.incomplete { font-style: italic; }
+.badge { display: inline-block; font-size: 10px; font-weight: 600; color: var(--warn); border: 1px solid var(--warn);
+         border-radius: 3px; padding: 0 .3rem; margin-left: .3rem; text-transform: uppercase; white-space: nowrap; }
+.failed, .warn { color: var(--warn); }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr)); gap: .8rem; margin-top: 1rem; }
+.card { margin: 0; border: 1px solid var(--line); border-radius: 4px; padding: .3rem; }
+.plot { height: 420px; }
+table.failures td.error { font: 12px ui-monospace, monospace; white-space: pre-wrap; max-width: 60rem; }
+details summary { cursor: pointer; font-weight: 600; margin-top: 2rem; }
+footer { margin-top: 2.5rem; color: var(--muted); font-size: 12px; }
+.notice { color: var(--warn); }
+"""
+
+PAGE_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+{header}
+{nav}
+<main>{sections}</main>
+{failures}
+<footer>Static page written by <code>dashboards.build_dashboard</code> from the result store only; it works offline
+from file://. {count} figures. Rebuild with <code>python -m dashboards RUN_DIR</code>.</footer>
+<script src="{plotly_src}"></script>
+<script>
+"use strict";
+(function () {{
+  var figures = {figures};
+  var ids = Object.keys(figures);
+  if (typeof Plotly === "undefined") {{
+    ids.forEach(function (id) {{
+      var div = document.getElementById(id);
+      div.className = "plot notice";
+      div.textContent = "Figure unavailable: plotly.min.js was not found next to index.html.";
+    }});
+    return;
+  }}
+  ids.forEach(function (id) {{
+    Plotly.newPlot(id, figures[id].data, figures[id].layout, {{responsive: true, displaylogo: false}});
+  }});
+}})();
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,75 @@
+"""Connecting to Ray (a local runtime or a running cluster) and running plain tasks on it.
+
+Ray Tune lives in `harness.tuning` and Ray Train in `harness.final_runs`; this module holds the
+rest of what the driver asks of Ray: start-up, resources, and the teacher-training task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+QUIET_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DEDUP_LOGS": "1",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_TRAIN_V2_ENABLED": "1",
+    # Ray Train's controller polls workers this often; each report waits for a poll (2 s by default).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+}
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    address: str
+    cpus: float
+    gpus: float
+    nodes: int
+
+
+def connect(address: str | None = None, *, verbose: bool = False, num_cpus: int | None = None) -> ClusterInfo:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start Ray on this machine."""
+    import ray
+
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs: dict[str, Any] = {}
+        if address is None:
+            kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+        ray.init(address=address, log_to_driver=verbose, configure_logging=True,
+                 logging_level=logging.INFO if verbose else logging.ERROR,
+                 runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV}}, **kwargs)
+    resources = ray.cluster_resources()
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    return ClusterInfo(address=ray.get_runtime_context().gcs_address, cpus=float(resources.get("CPU", 1)),
+                       gpus=float(resources.get("GPU", 0)), nodes=nodes)
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def submit_teacher(bench: Any, phase: str, seed: int, split_seed: int, cpus: float) -> Any:
+    """Train a teacher as a Ray task; returns an ObjectRef of (weights, metrics)."""
+    import ray
+
+    from harness.jobs import train_teacher
+
+    task = ray.remote(num_cpus=cpus, num_returns=1, max_retries=0)(_teacher_task)
+    return task.remote(train_teacher, bench, phase, seed, split_seed, max(1, int(cpus)))
+
+
+def _teacher_task(fn: Any, bench: Any, phase: str, seed: int, split_seed: int, threads: int) -> Any:
+    from harness.provenance import node_id
+
+    state, metrics = fn(bench, phase, seed, split_seed, threads)
+    metrics["node_id"] = node_id()
+    return state, metrics

@@ -1,0 +1,173 @@
+"""The three kinds of work a suite does, as plain functions with no Ray in them.
+
+`tuning_trial` trains on tune_train and reports tune_val scores with the test split sealed;
+`train_teacher` trains a benchmark's teacher for one phase and seed; `final_run` retrains a frozen
+config on the full training split and evaluates on test. The Ray modules (`tuning`, `final_runs`,
+`cluster`) only wrap these, so every one of them runs, and is tested, without a cluster.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from harness.data import BatchAugment, DataAccess, ImageArrays, sealed_test_split
+from harness.engine import TrainSettings, TrainStats, accuracy, pick_device, train
+from harness.evaluation import EvalInputs, evaluate
+from harness.method import Method, TrainContext, build_method
+from harness.models import build_model
+from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec
+
+Phase = Literal["tune", "final"]
+Report = Callable[[dict[str, float]], None]
+TRAIN_PREFIX, METHOD_PREFIX = "train.", "method."
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one training run needs; small and picklable, shipped to Ray workers."""
+
+    benchmark: BenchmarkSpec
+    method: MethodEntry
+    seed: int
+    hyperparams: Mapping[str, Any] = field(default_factory=dict)  # flat: "train.lr", "method.alpha"
+    split_seed: int = 0
+    metrics: tuple[str, ...] = ()
+    threads: int = 1
+
+
+def split_hyperparams(hyperparams: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Flat `train.x` / `method.y` keys -> (engine overrides, method config overrides)."""
+    engine = {k.removeprefix(TRAIN_PREFIX): v for k, v in hyperparams.items() if k.startswith(TRAIN_PREFIX)}
+    method = {k.removeprefix(METHOD_PREFIX): v for k, v in hyperparams.items() if k.startswith(METHOD_PREFIX)}
+    return engine, method
+
+
+def train_settings(spec: TrainSpec, budget: Budget, seed: int, overrides: Mapping[str, Any] = ()) -> TrainSettings:
+    values = {**spec.model_dump(), **dict(overrides)}
+    return TrainSettings(optimizer=values["optimizer"], lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
+                         momentum=float(values["momentum"]), batch_size=int(values["batch_size"]),
+                         warmup_fraction=float(values["warmup_fraction"]), epochs=budget.epochs, steps=budget.steps,
+                         seed=seed)
+
+
+def build_for(bench: BenchmarkSpec, info: Any, model_name: str | None = None) -> nn.Module:
+    return build_model(model_name or bench.model, in_channels=info.channels, num_classes=info.num_classes,
+                       image_size=info.image_size, mean=info.mean, std=info.std)
+
+
+def make_method(spec: RunSpec) -> Method:
+    _, method_overrides = split_hyperparams(spec.hyperparams)
+    return build_method(spec.method.name, {**spec.method.config, **method_overrides})
+
+
+def load_teacher(bench: BenchmarkSpec, info: Any, state: bytes | None, device: torch.device) -> nn.Module | None:
+    """The frozen teacher from serialized weights, or None when the run has no teacher."""
+    if state is None or bench.teacher is None:
+        return None
+    teacher = build_for(bench, info, bench.teacher.model)
+    teacher.load_state_dict(torch.load(io.BytesIO(state), map_location=device, weights_only=True))
+    teacher.to(device).eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def _train_method(spec: RunSpec, data: ImageArrays, info: Any, budget: Budget, device: torch.device,
+                  teacher: nn.Module | None, on_epoch_end: Any = None, wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+                  rank: int = 0, world_size: int = 1) -> tuple[nn.Module, TrainStats]:
+    torch.set_num_threads(max(1, spec.threads))
+    engine_overrides, _ = split_hyperparams(spec.hyperparams)
+    settings = train_settings(spec.benchmark.train, budget, spec.seed, engine_overrides)
+    method = make_method(spec)
+    torch.manual_seed(spec.seed)
+    model = build_for(spec.benchmark, info)
+    ctx = TrainContext(step=0, total_steps=settings.total_steps(len(data), world_size), epoch=0,
+                       num_classes=info.num_classes, device=device, teacher=teacher)
+    model = method.prepare_model(model, ctx).to(device)
+    trained = wrap_model(model) if wrap_model else model
+    stats = train(trained, method, data, settings, num_classes=info.num_classes, augment=BatchAugment.for_dataset(info),
+                  device=device, teacher=teacher, on_epoch_end=on_epoch_end, rank=rank, world_size=world_size)
+    return model, stats
+
+
+def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = None) -> dict[str, Any]:
+    """Train one hyper-parameter configuration on tune_train, reporting tune_val accuracy every epoch.
+
+    Runs entirely inside `sealed_test_split()`: nothing reachable from here can read the test split.
+    """
+    bench = spec.benchmark
+    with sealed_test_split():
+        access = DataAccess(bench.dataset, "tune", val_fraction=bench.val_fraction, split_seed=spec.split_seed,
+                            tune_train_size=bench.tune_train_size, tune_val_size=bench.tune_val_size)
+        device = pick_device()
+        train_data, val_data = access.split("tune_train"), access.split("tune_val")
+        teacher = load_teacher(bench, access.info, teacher_state, device)
+
+        def on_epoch_end(epoch: int, stats: TrainStats, model: nn.Module) -> None:
+            score = accuracy(model, val_data, device=device)
+            report({"val/accuracy": score, "train/samples_seen": float(stats.samples_seen),
+                    "train/steps": float(stats.steps), "train/wall_s": stats.wall_s, "epoch": float(epoch)})
+
+        _, stats = _train_method(spec, train_data, access.info, bench.tuning_budget or bench.budget, device,
+                                 teacher, on_epoch_end=on_epoch_end)
+        return {"splits_read": ",".join(access.splits_read), "train/samples_seen": stats.samples_seen}
+
+
+def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int = 0,
+                  threads: int = 1) -> tuple[bytes, dict[str, Any]]:
+    """Train the benchmark's teacher on the phase's training data; return (weights, row metrics)."""
+    assert bench.teacher is not None
+    torch.set_num_threads(max(1, threads))
+    teacher_method = Method()
+    spec = bench.teacher
+    start = time.perf_counter()
+    device = pick_device()
+    if phase == "tune":
+        with sealed_test_split():
+            access = DataAccess(bench.dataset, "tune", val_fraction=bench.val_fraction, split_seed=split_seed,
+                                tune_train_size=bench.tune_train_size, tune_val_size=bench.tune_val_size)
+            data, held_out, held_out_name = access.split("tune_train"), access.split("tune_val"), "val"
+    else:
+        access = DataAccess(bench.dataset, "final")
+        data, held_out, held_out_name = access.split("train"), access.split("test"), "test"
+    torch.manual_seed(seed)
+    model = build_for(bench, access.info, spec.model).to(device)
+    stats = train(model, teacher_method, data, train_settings(spec.train, spec.budget, seed),
+                  num_classes=access.info.num_classes, augment=BatchAugment.for_dataset(access.info), device=device)
+    buffer = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
+    metrics = {f"{held_out_name}/accuracy": accuracy(model, held_out, device=device),
+               "train/samples_seen": float(stats.samples_seen), "train/steps": float(stats.steps),
+               "train/wall_s": stats.wall_s, "wall_s": time.perf_counter() - start,
+               "splits_read": ",".join(access.splits_read)}
+    return buffer.getvalue(), metrics
+
+
+def final_run(spec: RunSpec, teacher_state: bytes | None = None, *, rank: int = 0, world_size: int = 1,
+              device: torch.device | None = None,
+              wrap_model: Callable[[nn.Module], nn.Module] | None = None) -> dict[str, Any]:
+    """Retrain on the full training split, then (rank 0) evaluate on test; returns the row's metrics."""
+    bench = spec.benchmark
+    access = DataAccess(bench.dataset, "final")
+    device = device or pick_device()
+    teacher = load_teacher(bench, access.info, teacher_state, device)
+    model, stats = _train_method(spec, access.split("train"), access.info, bench.budget, device, teacher,
+                                 wrap_model=wrap_model, rank=rank, world_size=world_size)
+    result: dict[str, Any] = {"train/samples_seen": float(stats.samples_seen), "train/steps": float(stats.steps),
+                              "train/wall_s": stats.wall_s, "train/epochs": stats.epochs_completed,
+                              "train/final_loss": stats.last_loss}
+    if rank == 0:
+        test = access.split("test")
+        start = time.perf_counter()
+        result.update(evaluate(EvalInputs(model=model.eval(), images=test.images, labels=test.labels, device=device,
+                                          settings=bench.evaluation), spec.metrics))
+        result["eval/wall_s"] = time.perf_counter() - start
+    result["splits_read"] = ",".join(access.splits_read)
+    return result

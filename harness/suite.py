@@ -1,0 +1,387 @@
+"""Suites: the strict schema, `--set` overrides, validation with key paths, freezing and hashing.
+
+One config pipeline: defaults -> suite YAML -> `--set a.b=c` overrides -> validate -> freeze -> hash.
+Every error names the YAML key path (`methods[2].config.temprature`) and the nearest valid name.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import SuiteError, UnknownNameError, did_you_mean
+from harness.evaluation import DEFAULT_METRICS, METRICS, EvaluationSettings
+from harness.search_space import Choice, Dimension, FloatRange, IntRange, parse_dimension
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Budget(Strict):
+    """A training budget: exactly one of `epochs` (may be fractional) or optimiser `steps`."""
+
+    epochs: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Budget:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give exactly one of 'epochs' or 'steps'")
+        return self
+
+
+class TrainSpec(Strict):
+    """Optimiser family and defaults; `lr` and `weight_decay` are tuned unless the space omits them."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    batch_size: int = Field(256, gt=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+
+
+class TeacherSpec(Strict):
+    """The larger model distillation methods learn from; trained by the harness once per seed."""
+
+    model: str
+    budget: Budget
+    train: TrainSpec = TrainSpec()
+
+
+class BenchmarkSpec(Strict):
+    """A dataset, a model and a training budget: the contract every method on it is held to."""
+
+    name: str = ""
+    dataset: str
+    model: str
+    budget: Budget
+    tuning_budget: Budget | None = Field(None, description="budget of one tuning trial (default: `budget`)")
+    train: TrainSpec = TrainSpec()
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    tune_train_size: int | None = Field(None, gt=0, description="cap on tune_train (stratified subsample)")
+    tune_val_size: int | None = Field(None, gt=0)
+    teacher: TeacherSpec | None = None
+    primary_metric: str = "test/accuracy"
+    evaluation: EvaluationSettings = EvaluationSettings()
+
+    @model_validator(mode="after")
+    def _default_name(self) -> BenchmarkSpec:
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.dataset}-{self.model}")
+        return self
+
+
+class MethodEntry(Strict):
+    """A registered method, its config overrides and search-space overrides."""
+
+    name: str
+    label: str = Field("", description="display name; lets one method appear twice with different configs")
+    config: dict[str, Any] = {}
+    search_space: dict[str, Dimension | None] = Field({}, description="null removes a default dimension")
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _parse_space(cls, raw: Any) -> Any:
+        if not isinstance(raw, Mapping):
+            return raw
+        return {k: (None if v is None else parse_dimension(v)) for k, v in raw.items()}
+
+    @model_validator(mode="after")
+    def _default_label(self) -> MethodEntry:
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        return self
+
+
+def default_engine_space() -> dict[str, Dimension]:
+    return {"lr": FloatRange(low=0.01, high=0.3, log=True), "weight_decay": FloatRange(low=1e-5, high=2e-3, log=True)}
+
+
+class TuningSpec(Strict):
+    """Same trials for every method; TPE proposes, ASHA stops; the objective is on tune_val."""
+
+    trials: int = Field(8, gt=0)
+    sampler_seed: int = 0
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, gt=0, description="epochs before ASHA may stop a trial")
+    reduction_factor: int = Field(2, ge=2)
+    metric: str = "val/accuracy"
+    mode: Literal["max", "min"] = "max"
+    cpus_per_trial: float = Field(1, gt=0)
+    max_concurrent: int | None = Field(None, gt=0, description="default: what the cluster's CPUs allow")
+    engine_space: dict[str, Dimension] = Field(default_factory=default_engine_space)
+
+    @field_validator("engine_space", mode="before")
+    @classmethod
+    def _parse_space(cls, raw: Any) -> Any:
+        return {k: parse_dimension(v) for k, v in raw.items()} if isinstance(raw, Mapping) else raw
+
+    @field_validator("engine_space")
+    @classmethod
+    def _engine_keys(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
+        allowed = {"lr", "weight_decay", "momentum", "warmup_fraction"}
+        for key in space:
+            if key not in allowed:
+                raise ValueError(f"cannot tune '{key}';{did_you_mean(key, allowed)} tunable: {', '.join(sorted(allowed))}")
+        return space
+
+
+class FinalSpec(Strict):
+    """Retraining of the frozen best config on the full training split, once per seed."""
+
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1)
+    workers: int = Field(1, gt=0)
+    cpus_per_worker: float = Field(1, gt=0)
+    use_gpu: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+
+class EvaluationSpec(Strict):
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            METRICS.get(name)
+        return names
+
+
+class OutputSpec(Strict):
+    dir: str = "results"
+    dashboard: bool = True
+
+
+class Suite(Strict):
+    """A whole benchmark: every benchmark x method is tuned, retrained per seed, evaluated and ranked."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    protocol: Literal["holdout"] = "holdout"
+    benchmarks: tuple[BenchmarkSpec, ...] = Field(min_length=1)
+    methods: tuple[MethodEntry, ...] = Field(min_length=1)
+    tuning: TuningSpec = TuningSpec()
+    final: FinalSpec = FinalSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    output: OutputSpec = OutputSpec()
+
+    @property
+    def hash(self) -> str:
+        """Content hash of everything that changes results (not where they are written)."""
+        return stable_hash(self.model_dump(mode="json", exclude={"output", "description"}))
+
+    def benchmark(self, name: str) -> BenchmarkSpec:
+        return next(b for b in self.benchmarks if b.name == name)
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    """sha256 of canonical JSON, truncated: the same data always gives the same hash."""
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+# ---------------------------------------------------------------- loading and errors
+
+
+def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
+    """Read, override, validate and freeze a suite file; raises SuiteError naming the key path."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError("", f"suite file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SuiteError("", f"not valid YAML: {error}", source=str(path)) from None
+    if not isinstance(raw, dict):
+        raise SuiteError("", "a suite is a YAML mapping with keys name, benchmarks, methods, ...", source=str(path))
+    return validate_suite(apply_overrides(raw, overrides), source=str(path))
+
+
+def validate_suite(raw: Mapping[str, Any], source: str | None = None) -> Suite:
+    """Validate a suite dict: schema first, then registry names and plugin configs."""
+    from harness.plugins import discover_methods
+
+    discover_methods()
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as error:
+        raise suite_error_from(error, Suite, source) from None
+    _check_registry_names(suite, source)
+    _check_methods(suite, source)
+    return suite
+
+
+def suite_error_from(error: ValidationError, root: type[BaseModel], source: str | None, prefix: str = "") -> SuiteError:
+    """The first pydantic error as a SuiteError with a YAML key path and a 'did you mean'."""
+    first = error.errors()[0]
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
+    path = join_path(prefix, loc)
+    if first["type"] == "extra_forbidden":
+        known = _fields_at(root, loc[:-1])
+        return SuiteError(path, f"unknown key;{did_you_mean(str(loc[-1]), known)} valid keys: {', '.join(sorted(known))}", source)
+    message = first["msg"]
+    if first["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in first and first["type"] not in ("value_error",):
+        message = f"{message} (got {first['input']!r})"
+    return SuiteError(path, message.removeprefix("Value error, "), source)
+
+
+_UNION_TAGS = {"FloatRange", "IntRange", "Choice", "function-after", "function-before"}
+
+
+def join_path(prefix: str, loc: Sequence[Any]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fields_at(model: Any, loc: Sequence[Any]) -> list[str]:
+    """Field names of the pydantic model reached by following `loc` through the schema."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            current = None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/tuple/list/dict wrappers down to a model class when there is one."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple, list, dict):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return annotation
+
+
+def _check_registry_names(suite: Suite, source: str | None) -> None:
+    from harness.data import DATASETS
+    from harness.models import MODELS
+
+    seen: set[str] = set()
+    for i, bench in enumerate(suite.benchmarks):
+        for key, registry, value in (("dataset", DATASETS, bench.dataset), ("model", MODELS, bench.model)):
+            if value not in registry:
+                raise SuiteError(f"benchmarks[{i}].{key}", str(UnknownNameError(key, value, registry.names())), source)
+        if bench.teacher and bench.teacher.model not in MODELS:
+            raise SuiteError(f"benchmarks[{i}].teacher.model",
+                             str(UnknownNameError("model", bench.teacher.model, MODELS.names())), source)
+        if bench.name in seen:
+            raise SuiteError(f"benchmarks[{i}].name", f"duplicate benchmark name '{bench.name}'", source)
+        seen.add(bench.name)
+
+
+def _check_methods(suite: Suite, source: str | None) -> None:
+    from harness.method import METHODS
+
+    labels: set[str] = set()
+    for i, entry in enumerate(suite.methods):
+        if entry.name not in METHODS:
+            raise SuiteError(f"methods[{i}].name", str(UnknownNameError("method", entry.name, METHODS.names())), source)
+        cls = METHODS.get(entry.name)
+        try:
+            cls.Config(**entry.config)
+        except ValidationError as error:
+            raise suite_error_from(error, cls.Config, source, prefix=f"methods[{i}].config") from None
+        known = set(cls.Config.model_fields)
+        for key in entry.search_space:
+            if key not in known:
+                raise SuiteError(f"methods[{i}].search_space.{key}",
+                                 f"'{entry.name}' has no hyper-parameter '{key}';{did_you_mean(key, known)}"
+                                 f" its hyper-parameters: {', '.join(sorted(known)) or '(none)'}", source)
+        if entry.label in labels:
+            raise SuiteError(f"methods[{i}].label", f"duplicate method label '{entry.label}': give each entry a distinct label", source)
+        labels.add(entry.label)
+        for j, bench in enumerate(suite.benchmarks):
+            if cls.info.needs_teacher and bench.teacher is None:
+                raise SuiteError(f"benchmarks[{j}].teacher",
+                                 f"method '{entry.name}' (methods[{i}]) needs a teacher: declare benchmarks[{j}].teacher "
+                                 "with a model and a budget", source)
+
+
+def method_search_space(entry: MethodEntry) -> dict[str, Dimension]:
+    """The method's default space with the suite's overrides applied (None removes a dimension)."""
+    from harness.method import METHODS
+
+    space: dict[str, Dimension | None] = dict(METHODS.get(entry.name).search_space)
+    space.update(entry.search_space)
+    return {k: v for k, v in space.items() if v is not None}
+
+
+# ---------------------------------------------------------------- --set overrides
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `a.b=c` / `methods[1].config.x=3` / `methods.1.config.x=3`; values are parsed as YAML."""
+    data = copy.deepcopy(dict(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise SuiteError(item, "an override is KEY.PATH=VALUE, e.g. tuning.trials=4")
+        key, _, text = item.partition("=")
+        parts = _split_key(key.strip())
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        _set_path(data, parts, value, key.strip())
+    return data
+
+
+def _split_key(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for token in key.replace("[", ".").replace("]", "").split("."):
+        if token == "":
+            raise SuiteError(key, "empty segment in override key")
+        parts.append(int(token) if token.isdigit() else token)
+    return parts
+
+
+def _set_path(data: Any, parts: list[str | int], value: Any, key: str) -> None:
+    node = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        here = join_path("", parts[: depth + 1])
+        if isinstance(part, int):
+            if not isinstance(node, list) or not -len(node) <= part < len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise SuiteError(here, f"--set {key}: no item {part} here (the list has {size})")
+        elif not isinstance(node, dict):
+            raise SuiteError(here, f"--set {key}: cannot set a key inside a {type(node).__name__}")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(part, str) and part not in node:
+                node[part] = {}
+            node = node[part]
+
+
+def suite_as_yaml(suite: Suite) -> str:
+    """The resolved, frozen suite as YAML (written beside the results)."""
+    return yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Built-in training methods: one file each, registered with `harness.method.register_method`."""

@@ -1,0 +1,168 @@
+"""A synthetic but realistic result store for dashboard and leaderboard tests.
+
+`write_fixture_store(tmp)` writes, through the real `ResultStore`, 2 benchmarks x 3 methods x 3 seeds
+of final runs, a hostile method name on the first benchmark, tuning trials per method, one teacher
+row per benchmark, one failed final run and one failed tuning trial. Metric values are drawn from a
+seeded generator around per-method effects large enough that the ranking is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from harness.store import ResultStore
+
+HOSTILE_METHOD = "<img src=x onerror=alert(1)>"
+HOSTILE_ERROR = "RuntimeError: <script>alert(2)</script> & out of memory"
+SUITE_NAME = "smoke & <tiny> suite"
+SUITE_HASH = "5f2c9a1e7b3d4c60"
+GIT_COMMIT = "0e4c20e6a1b2c3d4e5f60718293a4b5c6d7e8f90"
+SEEDS = (0, 1, 2)
+TUNE_TRIALS = 6
+
+# benchmark -> (base accuracy, forward FLOPs per image, params, base CPU latency in ms)
+BENCHMARKS = {
+    "cifar10_resnet8": (0.842, 12_418_048.0, 78_042.0, 1.9),
+    "fashion_mnist_mlp": (0.885, 536_576.0, 268_650.0, 0.35),
+}
+# method -> (accuracy effect, robust-accuracy effect, FLOPs factor)
+METHODS = {
+    "baseline": (0.0, 0.0, 1.0),
+    "label_smoothing": (0.012, 0.01, 1.0),
+    "mixup": (0.025, 0.03, 1.0),
+    HOSTILE_METHOD: (-0.04, -0.02, 0.5),
+}
+FAILED_FINAL = ("fashion_mnist_mlp", "mixup", 2)  # (benchmark, method, seed) of the failed final run
+FAILED_TUNE = ("cifar10_resnet8", "baseline", "0004")
+FINAL_METRICS = (
+    "test/accuracy", "test/nll", "test/ece", "test/pgd_linf_accuracy", "test/gaussian_noise_accuracy",
+    "model/params", "model/fwd_flops_2xmac_per_image", "latency/cpu_b1_median_ms", "latency/cpu_b1_p95_ms",
+    "throughput/images_per_s", "train/wall_s", "train/samples_seen", "train/steps",
+)
+# figure key -> the metric it needs beyond test/accuracy
+PARETO_NEEDS = {
+    "flops": "model/fwd_flops_2xmac_per_image",
+    "latency": "latency/cpu_b1_median_ms",
+    "robustness": "test/pgd_linf_accuracy",
+}
+
+
+@dataclass
+class FixtureStore:
+    """What was written, so tests can state expectations without re-deriving them."""
+
+    run_dir: Path
+    methods: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> methods with final rows
+    expected_order: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> methods by rank
+    final_rows: int = 0
+    tune_rows: int = 0
+    failed_rows: int = 0
+    expected_figures: int = 0
+
+
+def methods_for(benchmark: str) -> list[str]:
+    return [m for m in METHODS if m != HOSTILE_METHOD or benchmark == "cifar10_resnet8"]
+
+
+def provenance(benchmark: str, method: str, phase: str, started: datetime, wall_s: float) -> dict:
+    return {
+        "phase": phase, "benchmark": benchmark, "method": method,
+        "started_at": started.isoformat(), "finished_at": (started + timedelta(seconds=wall_s)).isoformat(),
+        "wall_s": wall_s, "suite_name": SUITE_NAME, "suite_hash": SUITE_HASH,
+        "primary_metric": "test/accuracy", "git_commit": GIT_COMMIT, "node_id": "node-a1b2c3",
+    }
+
+
+def final_metrics(benchmark: str, method: str, rng: np.random.Generator) -> dict[str, float]:
+    base, flops, params, latency = BENCHMARKS[benchmark]
+    effect, robust_effect, flops_factor = METHODS[method]
+    accuracy = base + effect + rng.normal(0, 0.002)
+    median_ms = latency * (0.6 + 0.4 * flops_factor) * (1 + rng.normal(0, 0.03))
+    wall = 118.0 + rng.normal(0, 4)
+    return {
+        "test/accuracy": accuracy,
+        "test/nll": 0.55 - 0.8 * effect + rng.normal(0, 0.01),
+        "test/ece": 0.035 - 0.3 * effect + abs(rng.normal(0, 0.002)),
+        "test/pgd_linf_accuracy": 0.21 + robust_effect + rng.normal(0, 0.004),
+        "test/gaussian_noise_accuracy": accuracy - 0.12 + rng.normal(0, 0.005),
+        "model/params": params * flops_factor,
+        "model/fwd_flops_2xmac_per_image": flops * flops_factor,
+        "latency/cpu_b1_median_ms": median_ms,
+        "latency/cpu_b1_p95_ms": median_ms * 1.18,
+        "latency/threads": 1.0, "latency/warmup": 10.0, "latency/iters": 50.0,
+        "throughput/images_per_s": 256_000.0 / (median_ms * 40), "throughput/batch_size": 256.0,
+        "train/wall_s": wall,
+        "train/samples_seen": 500_000,
+        "train/steps": 3_910,
+        "cost/pgd_linf_s": 9.5 + rng.normal(0, 0.3),
+        "cost/latency_s": 4.2 + rng.normal(0, 0.1),
+    }
+
+
+def final_row(benchmark: str, method: str, seed: int, rng: np.random.Generator, started: datetime,
+              drop: Iterable[str]) -> dict:
+    config = {"lr": 0.08, "weight_decay": 5e-4, "epochs": 10, "batch_size": 128}
+    row = {
+        "row_id": f"final/{benchmark}/{method}/seed{seed}", "seed": seed, "trial": None,
+        "config_hash": f"cfg{zlib.crc32(f'{benchmark}/{method}'.encode()):08x}", "config_json": json.dumps(config),
+        "splits_read": "test,train", **provenance(benchmark, method, "final", started, 130.0),
+    }
+    if (benchmark, method, seed) == FAILED_FINAL:
+        return {**row, "status": "failed", "error": HOSTILE_ERROR}
+    metrics = {k: v for k, v in final_metrics(benchmark, method, rng).items() if k not in set(drop)}
+    return {**row, "status": "ok", "error": None, **metrics}
+
+
+def tune_row(benchmark: str, method: str, trial: int, rng: np.random.Generator, started: datetime) -> dict:
+    base = BENCHMARKS[benchmark][0] + METHODS[method][0]
+    config = {"lr": float(10 ** rng.uniform(-2.5, -0.5)), "weight_decay": float(10 ** rng.uniform(-5, -3))}
+    trial_id = f"{trial:04d}"
+    row = {
+        "row_id": f"tune/{benchmark}/{method}/{trial_id}", "seed": 0, "trial": trial_id,
+        "config_hash": f"t{trial_id}", "config_json": json.dumps(config), "splits_read": "tune_train,tune_val",
+        **provenance(benchmark, method, "tune", started, 40.0),
+    }
+    if (benchmark, method, trial_id) == FAILED_TUNE:
+        return {**row, "status": "failed", "error": "trial diverged: loss is nan"}
+    return {
+        **row, "status": "ok", "error": None,
+        "val/accuracy": base - 0.06 * abs(np.log10(config["lr"]) + 1.3) + rng.normal(0, 0.006),
+        "train/samples_seen": 150_000, "train/wall_s": 38.0 + rng.normal(0, 2), "tune/iterations": 3,
+    }
+
+
+def write_fixture_store(run_dir: Path, *, drop_metrics: Iterable[str] = (), tune: bool = True) -> FixtureStore:
+    """Write the fixture rows into `run_dir` through `ResultStore.write` and describe what was written."""
+    drop = tuple(drop_metrics)
+    store, rng = ResultStore(run_dir), np.random.default_rng(20240601)
+    clock = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    summary = FixtureStore(run_dir=Path(run_dir))
+    for benchmark in BENCHMARKS:
+        methods = methods_for(benchmark)
+        summary.methods[benchmark] = methods
+        summary.expected_order[benchmark] = sorted(methods, key=lambda m: -METHODS[m][0])
+        if tune:
+            for method in methods:
+                for trial in range(TUNE_TRIALS):
+                    clock += timedelta(seconds=45)
+                    store.write(tune_row(benchmark, method, trial, rng, clock))
+                    summary.tune_rows += 1
+        teacher = {"row_id": f"teacher/{benchmark}", "seed": 0, "status": "ok", "error": None,
+                   "splits_read": "train", **provenance(benchmark, "teacher", "teacher", clock, 300.0)}
+        store.write(teacher)
+        for method in methods:
+            for seed in SEEDS:
+                clock += timedelta(seconds=140)
+                store.write(final_row(benchmark, method, seed, rng, clock, drop))
+                summary.final_rows += 1
+        pareto = sum(1 for need in PARETO_NEEDS.values() if need not in drop and "test/accuracy" not in drop)
+        summary.expected_figures += pareto + (1 if tune else 0)
+    summary.failed_rows = 1 + (1 if tune else 0)
+    return summary

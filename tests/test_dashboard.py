@@ -1,0 +1,368 @@
+"""The static dashboard: built from a fixture store, offline, escaped, with the right tables and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from dashboards import NoResultsError, build_dashboard, pareto_front
+from dashboards.__main__ import main as dashboards_main
+from dashboards.page import embed_json, primary_metrics
+from dashboards.table import format_number, shared_decimals
+from harness.leaderboard import leaderboard
+from harness.store import ResultStore, read_results
+from tests.fixtures_results import (
+    HOSTILE_ERROR,
+    HOSTILE_METHOD,
+    SUITE_HASH,
+    FixtureStore,
+    write_fixture_store,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+
+
+class LeaderboardTables(HTMLParser):
+    """Collects each `table.leaderboard`: its benchmark and, per body row, the text of each cell class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict] = []
+        self.in_leaderboard = False
+        self.in_body = False
+        self.row: dict | None = None
+        self.cell: str | None = None
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        if tag == "table":
+            self.in_leaderboard = "leaderboard" in classes
+            if self.in_leaderboard:
+                self.tables.append({"benchmark": attributes.get("data-benchmark"), "rows": []})
+        elif tag == "tbody" and self.in_leaderboard:
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.row = {"classes": classes, "cells": []}
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell, self.text = (classes[0] if classes else tag), []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self.row is not None and self.cell is not None:
+            self.row["cells"].append((self.cell, " ".join("".join(self.text).split())))
+            self.cell = None
+        elif tag == "tr" and self.row is not None:
+            self.tables[-1]["rows"].append(self.row)
+            self.row = None
+        elif tag == "tbody":
+            self.in_body = False
+        elif tag == "table":
+            self.in_leaderboard = self.in_body = False
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.text.append(data)
+
+
+def leaderboard_tables(page: str) -> dict[str, list[dict]]:
+    parser = LeaderboardTables()
+    parser.feed(page)
+    return {table["benchmark"]: table["rows"] for table in parser.tables if table["benchmark"] is not None}
+
+
+def cell(row: dict, name: str) -> str:
+    return next(text for cls, text in row["cells"] if cls == name)
+
+
+def embedded_figures(page: str) -> dict:
+    match = re.search(r"var figures = (\{.*?\});\n", page, flags=re.S)
+    assert match, "figure data not found in the page"
+    return json.loads(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[FixtureStore, Path, str]:
+    store = write_fixture_store(tmp_path_factory.mktemp("run"))
+    index = build_dashboard(store.run_dir)
+    return store, index, index.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- files and offline
+
+
+def test_build_writes_index_and_local_plotly(built: tuple[FixtureStore, Path, str]) -> None:
+    store, index, _ = built
+    assert index == store.run_dir / "dashboard" / "index.html"
+    plotly_js = index.parent / "plotly.min.js"
+    assert index.is_file() and plotly_js.is_file()
+    assert plotly_js.stat().st_size > 1_000_000 and b"plotly.js" in plotly_js.read_bytes()[:200]
+    assert not list(index.parent.glob(".tmp-*")), "temp files must not be left behind"
+
+
+def test_rebuild_keeps_plotly_js_and_replaces_index(built: tuple[FixtureStore, Path, str]) -> None:
+    store, index, _ = built
+    plotly_js = index.parent / "plotly.min.js"
+    before = plotly_js.stat().st_mtime_ns
+    again = build_dashboard(store.run_dir, title="Second build")
+    assert plotly_js.stat().st_mtime_ns == before, "plotly.min.js is written once, not on every build"
+    assert "<title>Second build</title>" in again.read_text(encoding="utf-8")
+    build_dashboard(store.run_dir)  # restore the default title for the other tests' reads
+
+
+def test_page_references_no_network(built: tuple[FixtureStore, Path, str]) -> None:
+    _, _, page = built
+    assert "cdn" not in page.lower()
+    assert "https://" not in page and "http://" not in page
+    assert re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", page) == ["plotly.min.js"]
+    assert len(re.findall(r"<script\b", page)) == 2
+
+
+def test_header_states_suite_and_counts(built: tuple[FixtureStore, Path, str]) -> None:
+    store, _, page = built
+    header = page[page.index("<header>"):page.index("</header>")]
+    assert SUITE_HASH in header
+    assert "smoke &amp; &lt;tiny&gt; suite" in header
+    facts = dict(re.findall(r"<dt>([^<]+)</dt><dd>(.*?)</dd>", header))
+    assert facts["Benchmarks"] == "2" and facts["Methods"] == "4"
+    assert facts["Final runs"] == str(store.final_rows) and facts["Tuning trials"] == str(store.tune_rows)
+    assert f">{store.failed_rows}</span>" in facts["Failed runs"]
+    assert "UTC" in facts["Generated"]
+
+
+# ---------------------------------------------------------------- tables
+
+
+def test_tables_rank_every_method(built: tuple[FixtureStore, Path, str]) -> None:
+    store, _, page = built
+    tables = leaderboard_tables(page)
+    assert sorted(tables) == sorted(store.methods)
+    expected = leaderboard(read_results(store.run_dir), primary="test/accuracy")
+    for benchmark, rows in tables.items():
+        methods = [cell(r, "method").removesuffix("incomplete").strip() for r in rows]
+        assert methods == store.expected_order[benchmark]
+        assert methods == list(expected.loc[expected["benchmark"] == benchmark, "method"])
+        assert [cell(r, "rank") for r in rows] == [str(i) for i in range(1, len(rows) + 1)]
+
+
+def test_failed_runs_mark_the_method_incomplete(built: tuple[FixtureStore, Path, str]) -> None:
+    _, _, page = built
+    rows = {cell(r, "method").removesuffix("incomplete").strip(): r for r in leaderboard_tables(page)["fashion_mnist_mlp"]}
+    mixup = rows["mixup"]
+    assert "incomplete" in mixup["classes"] and cell(mixup, "method").endswith("incomplete")
+    assert cell(mixup, "n") == "2 +1 failed"
+    assert all("incomplete" not in rows[m]["classes"] for m in ("baseline", "label_smoothing"))
+    assert cell(rows["baseline"], "n") == "3"
+
+
+def test_cells_show_mean_std_and_ci(built: tuple[FixtureStore, Path, str]) -> None:
+    _, _, page = built
+    first = leaderboard_tables(page)["cifar10_resnet8"][0]
+    accuracy = first["cells"][3][1]
+    assert re.fullmatch(r"0\.8\d+ ± 0\.00\d+ ?\[0\.8\d+, 0\.8\d+\]", accuracy), accuracy
+    assert 'title="test/accuracy: mean 0.8' in page and "95% CI [" in page
+    main = page.split("<main>")[1].split("</main>")[0]
+    assert "cost/" not in main, "cost bookkeeping is not a table column"
+    assert "threads" not in main and "batch_size" not in main, "measurement settings are not table columns"
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "text"),
+    [
+        (0.86681, 0.00306, "0.8668 ± 0.0031"),
+        (0.5158, 0.01039, "0.516 ± 0.010"),
+        (12_418_048.0, 0.0, "12.4M ± 0"),
+        (1.8923, math.nan, "1.892 ± —"),
+        (math.nan, math.nan, "— ± —"),
+    ],
+)
+def test_numbers_show_the_std_to_two_significant_digits(mean: float, std: float, text: str) -> None:
+    places = shared_decimals(std)
+    assert f"{format_number(mean, places)} ± {format_number(std, places)}" == text
+
+
+def test_every_store_string_is_escaped(built: tuple[FixtureStore, Path, str]) -> None:
+    _, _, page = built
+    assert "<img" not in page.lower()
+    assert "<script>alert" not in page and "<tiny>" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "RuntimeError: &lt;script&gt;alert(2)&lt;/script&gt; &amp; out of memory" in page
+    figures = embedded_figures(page)
+    names = {trace.get("name") for figure in figures.values() for trace in figure["data"]}
+    assert "&lt;img src=x onerror=alert(1)&gt;" in names  # plotly shows it as literal text
+    assert HOSTILE_METHOD not in names and HOSTILE_ERROR not in page
+
+
+def test_embedded_json_cannot_close_the_script() -> None:
+    value = {"name": "</script><script>alert(1)</script>", "amp": "a & b", "line": "x\u2028y"}
+    text = embed_json(value)
+    assert not set("<>&\u2028") & set(text)
+    assert json.loads(text) == value
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_figures_per_benchmark(built: tuple[FixtureStore, Path, str]) -> None:
+    store, _, page = built
+    figures = embedded_figures(page)
+    assert len(figures) == store.expected_figures == 8
+    for div_id in figures:
+        assert f'<div id="{div_id}" class="plot"></div>' in page
+    flops = figures["bench-0-flops"]
+    front = next(t for t in flops["data"] if t["name"] == "Pareto front")
+    assert front["line"]["shape"] == "hv"
+    assert front["x"] == sorted(front["x"]) and len(front["x"]) == 2  # the half-size method and the best one
+    assert all("error_y" in t for t in flops["data"] if t["name"] != "Pareto front")
+    robust_front = next(t for t in figures["bench-0-robustness"]["data"] if t["name"] == "Pareto front")
+    assert robust_front["line"]["shape"] == "vh"
+    tuning = figures["bench-0-tuning"]["data"]
+    assert sum(1 for t in tuning if t["mode"] == "markers") == len(store.methods["cifar10_resnet8"])
+    best = [t for t in tuning if t["mode"] == "lines"]
+    assert all(t["y"] == sorted(t["y"]) for t in best), "best-so-far never decreases"
+
+
+def test_missing_columns_skip_their_figure(tmp_path: Path) -> None:
+    store = write_fixture_store(tmp_path, drop_metrics=["test/pgd_linf_accuracy"])
+    page = build_dashboard(tmp_path).read_text(encoding="utf-8")
+    figures = embedded_figures(page)
+    assert len(figures) == store.expected_figures == 6
+    assert not any(key.endswith("-robustness") for key in figures)
+    assert "Not shown: Clean vs PGD robust accuracy" in page
+
+
+@pytest.mark.parametrize(
+    ("points", "maximize", "front"),
+    [
+        ([(1, 0.5), (2, 0.7), (3, 0.6), (4, 0.9), (2, 0.4)], (False, True), [0, 1, 3]),
+        ([(0.9, 0.1), (0.8, 0.3), (0.7, 0.2), (0.85, 0.3)], (True, True), [0, 3]),
+        ([(1, 1), (1, 1), (2, 0)], (False, False), [0, 1, 2]),
+        ([(1, 1), (1, 1), (2, 2)], (False, False), [0, 1]),
+        ([(1, 5), (1, 6), (math.nan, 9), (3, math.inf)], (False, True), [1]),
+        ([(5, 5)], (False, True), [0]),
+        ([], (False, True), []),
+    ],
+)
+def test_pareto_front(points: list[tuple[float, float]], maximize: tuple[bool, bool], front: list[int]) -> None:
+    assert pareto_front(points, maximize) == front
+
+
+def test_pareto_front_default_is_cost_vs_quality() -> None:
+    assert pareto_front([(10, 0.9), (5, 0.8), (20, 0.85)]) == [0, 1]
+    with pytest.raises(ValueError, match="one direction per axis"):
+        pareto_front([(1, 1)], (True,))  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- partial and odd stores
+
+
+def test_method_with_only_failed_runs_is_unranked(tmp_path: Path) -> None:
+    write_fixture_store(tmp_path, tune=False)
+    for seed in (0, 1):
+        ResultStore(tmp_path).write({
+            "row_id": f"final/cifar10_resnet8/broken/seed{seed}", "phase": "final", "benchmark": "cifar10_resnet8",
+            "method": "broken", "seed": seed, "status": "failed", "error": "ValueError: bad config",
+        })
+    page = build_dashboard(tmp_path).read_text(encoding="utf-8")
+    rows = leaderboard_tables(page)["cifar10_resnet8"]
+    last = rows[-1]
+    assert cell(last, "method") == "broken incomplete" and cell(last, "rank") == "—"
+    assert cell(last, "n") == "0 +2 failed" and "incomplete" in last["classes"]
+    assert len(embedded_figures(page)) == 6  # no tuning rows, the failed method is simply not plotted
+
+
+def test_tuning_only_store_still_renders(tmp_path: Path) -> None:
+    store = write_fixture_store(tmp_path)
+    for path in (tmp_path / "rows").glob("final*.parquet"):
+        path.unlink()
+    page = build_dashboard(tmp_path).read_text(encoding="utf-8")
+    assert page.count("No final runs yet.") == len(store.methods)
+    assert sorted(embedded_figures(page)) == ["bench-0-tuning", "bench-1-tuning"]
+
+
+def test_consolidated_store_is_read(tmp_path: Path) -> None:
+    write_fixture_store(tmp_path, tune=False)
+    ResultStore(tmp_path).consolidate()
+    for path in (tmp_path / "rows").glob("*.parquet"):
+        path.unlink()
+    assert len(leaderboard_tables(build_dashboard(tmp_path).read_text(encoding="utf-8"))) == 2
+
+
+def test_primary_metric_comes_from_the_rows(tmp_path: Path) -> None:
+    write_fixture_store(tmp_path, tune=False)
+    rows = read_results(tmp_path)
+    rows.loc[rows["benchmark"] == "fashion_mnist_mlp", "primary_metric"] = "test/nll"
+    final = rows[rows["phase"] == "final"]
+    assert primary_metrics(final) == {"cifar10_resnet8": "test/accuracy", "fashion_mnist_mlp": "test/nll"}
+    assert primary_metrics(final.drop(columns="primary_metric"))["cifar10_resnet8"] == "test/accuracy"
+
+
+def test_empty_run_dir_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(NoResultsError, match="no results"):
+        build_dashboard(tmp_path)
+    assert dashboards_main([str(tmp_path)]) == 2
+    assert "no results in" in capsys.readouterr().err
+    assert not (tmp_path / "dashboard").exists()
+
+
+def test_module_cli_rebuilds(built: tuple[FixtureStore, Path, str], tmp_path: Path) -> None:
+    store, index, _ = built
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ok = subprocess.run([sys.executable, "-m", "dashboards", str(store.run_dir)], capture_output=True, text=True,
+                        env=env, cwd=tmp_path, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == str(index)
+    empty = subprocess.run([sys.executable, "-m", "dashboards", str(tmp_path)], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, check=False)
+    assert empty.returncode == 2 and "no results in" in empty.stderr
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+@pytest.mark.browser
+def test_page_renders_in_chromium(built: tuple[FixtureStore, Path, str], tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install chromium` (the Makefile's setup step does)")
+    from playwright.sync_api import sync_playwright
+
+    store, index, _ = built
+    errors: list[str] = []
+    dialogs: list[str] = []
+    network: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("request", lambda r: None if r.url.startswith("file:") else network.append(r.url))
+            page.goto(index.as_uri())
+            page.wait_for_function(
+                f"document.querySelectorAll('.js-plotly-plot').length >= {store.expected_figures}", timeout=60_000
+            )
+            page.wait_for_timeout(500)  # let any deferred handler (onerror, alert) fire
+            assert page.locator(".js-plotly-plot").count() == store.expected_figures
+            assert page.locator("table.leaderboard").first.is_visible()
+            assert page.locator("img").count() == 0
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == []
+    assert dialogs == []
+    assert network == []
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
