@@ -62,6 +62,10 @@ def build_for(bench: BenchmarkSpec, info: Any, model_name: str | None = None) ->
                        image_size=info.image_size, mean=info.mean, std=info.std)
 
 
+def augment_for(bench: BenchmarkSpec, info: Any) -> BatchAugment | None:
+    return BatchAugment.for_dataset(info) if bench.augment else None
+
+
 def make_method(spec: RunSpec) -> Method:
     _, method_overrides = split_hyperparams(spec.hyperparams)
     return build_method(spec.method.name, {**spec.method.config, **method_overrides})
@@ -92,7 +96,7 @@ def _train_method(spec: RunSpec, data: ImageArrays, info: Any, budget: Budget, d
                        num_classes=info.num_classes, device=device, teacher=teacher)
     model = method.prepare_model(model, ctx).to(device)
     trained = wrap_model(model) if wrap_model else model
-    stats = train(trained, method, data, settings, num_classes=info.num_classes, augment=BatchAugment.for_dataset(info),
+    stats = train(trained, method, data, settings, num_classes=info.num_classes, augment=augment_for(spec.benchmark, info),
                   device=device, teacher=teacher, on_epoch_end=on_epoch_end, rank=rank, world_size=world_size)
     return model, stats
 
@@ -140,7 +144,7 @@ def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int
     torch.manual_seed(seed)
     model = build_for(bench, access.info, spec.model).to(device)
     stats = train(model, teacher_method, data, train_settings(spec.train, spec.budget, seed),
-                  num_classes=access.info.num_classes, augment=BatchAugment.for_dataset(access.info), device=device)
+                  num_classes=access.info.num_classes, augment=augment_for(bench, access.info), device=device)
     buffer = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
     metrics = {f"{held_out_name}/accuracy": accuracy(model, held_out, device=device),

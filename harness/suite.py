@@ -68,6 +68,7 @@ class BenchmarkSpec(Strict):
     budget: Budget
     tuning_budget: Budget | None = Field(None, description="budget of one tuning trial (default: `budget`)")
     train: TrainSpec = TrainSpec()
+    augment: bool = Field(True, description="random crop (+ flip where label-preserving) on training batches")
     val_fraction: float = Field(0.1, gt=0, lt=1)
     tune_train_size: int | None = Field(None, gt=0, description="cap on tune_train (stratified subsample)")
     tune_val_size: int | None = Field(None, gt=0)
