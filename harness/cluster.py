@@ -43,11 +43,22 @@ def connect(address: str | None = None, *, verbose: bool = False, num_cpus: int 
             kwargs.update(include_dashboard=False, num_cpus=num_cpus)
         ray.init(address=address, log_to_driver=verbose, configure_logging=True,
                  logging_level=logging.INFO if verbose else logging.ERROR,
-                 runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV}}, **kwargs)
+                 runtime_env={"env_vars": worker_env()}, **kwargs)
     resources = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     return ClusterInfo(address=ray.get_runtime_context().gcs_address, cpus=float(resources.get("CPU", 1)),
                        gpus=float(resources.get("GPU", 0)), nodes=nodes)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment every Ray worker gets: quiet logs, the Train poll interval, and unpackaged plugins."""
+    from harness.plugins import PLUGINS_ENV
+
+    env = {key: os.environ[key] for key in QUIET_ENV}
+    for key in (PLUGINS_ENV, "HARNESS_DATA_DIR", "HARNESS_OFFLINE"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
 
 
 def shutdown() -> None:

@@ -1,4 +1,5 @@
-"""Plugin discovery: import every module of `methods/` and of the `harness.methods` entry-point group.
+"""Plugin discovery: import every module of `methods/`, of the `harness.methods` entry-point group,
+and of `$HARNESS_PLUGINS` (comma-separated module names, for plugins that are not packaged).
 
 The engine never names a method. A plugin that fails to import is reported, not fatal, so one
 broken third-party method cannot take the whole suite down.
@@ -8,10 +9,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import pkgutil
 from dataclasses import dataclass
 
 ENTRY_POINT_GROUP = "harness.methods"
+PLUGINS_ENV = "HARNESS_PLUGINS"
 
 
 @dataclass(frozen=True)
@@ -41,5 +44,10 @@ def discover_methods() -> list[PluginFailure]:
             entry.load()
         except Exception as error:  # noqa: BLE001
             failures.append(PluginFailure(entry.value, f"{type(error).__name__}: {error}"))
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001
+            failures.append(PluginFailure(name, f"{type(error).__name__}: {error}"))
     _failures = failures
     return list(failures)

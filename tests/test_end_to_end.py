@@ -1,0 +1,123 @@
+"""The whole product, through real Ray Tune and Ray Train: `python -m harness.run suites/smoke.yaml`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.store import RESULTS_FILE, ResultStore, read_results, row_file_name
+from harness.suite import load_suite
+
+pytestmark = pytest.mark.ray
+METHODS = ["erm", "kd", "label_smoothing", "pgd_at"]
+FINAL_COLUMNS = [
+    "test/accuracy", "test/nll", "test/ece", "test/pgd_linf_accuracy", "test/gaussian_noise_accuracy",
+    "model/params", "model/fwd_flops_2xmac_per_image", "latency/cpu_b1_median_ms", "latency/cpu_b1_p95_ms",
+    "latency/threads", "throughput/images_per_s", "train/wall_s", "train/samples_seen", "train/steps",
+]
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.run", "suites/smoke.yaml", *args], cwd=root,
+                          capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_cli(repo_root, "--out", str(out))
+    run_dir = out / "smoke" / load_suite(repo_root / "suites" / "smoke.yaml").hash
+    return out, run_dir, proc
+
+
+def test_smoke_suite_succeeds_and_prints_the_leaderboard(smoke_run) -> None:
+    _, run_dir, proc = smoke_run
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for method in METHODS:
+        assert method in proc.stdout
+    assert "ranked by test/accuracy" in proc.stdout
+    assert "tune 8/8" in proc.stderr and "final 8/8" in proc.stderr
+    assert (run_dir / "suite.yaml").is_file()
+
+
+def test_tuning_rows_follow_the_held_out_protocol(smoke_run) -> None:
+    _, run_dir, _ = smoke_run
+    rows = read_results(run_dir)
+    tune = rows[rows["phase"] == "tune"]
+    assert sorted(tune["method"].unique()) == METHODS
+    assert (tune.groupby("method").size() == 2).all()  # the same number of trials for every method
+    assert (tune["status"] == "ok").all()
+    assert set(tune["splits_read"]) == {"tune_train,tune_val"}
+    assert tune["val/accuracy"].between(0.0, 1.0).all()
+    for config in tune["config_json"]:
+        assert {"train.lr", "train.weight_decay"} <= set(json.loads(config))
+
+
+def test_final_rows_carry_metrics_and_provenance(smoke_run) -> None:
+    _, run_dir, _ = smoke_run
+    rows = read_results(run_dir)
+    final = rows[rows["phase"] == "final"]
+    assert len(final) == len(METHODS) * 2 and (final["status"] == "ok").all()
+    assert set(final["splits_read"]) == {"test,train"}
+    for column in FINAL_COLUMNS:
+        assert final[column].notna().all(), column
+    assert final["suite_hash"].nunique() == 1 and final["git_commit"].str.len().min() > 6
+    assert final["library_versions"].str.contains('"torch"').all()
+    # 4 epochs over digits' 1,438 training images at batch 64 (last partial batch dropped)
+    assert set(final["train/samples_seen"]) == {4 * (1438 // 64) * 64}
+    by_method = final.groupby("method")
+    assert by_method["test/accuracy"].mean()["erm"] > 0.85
+    assert by_method["test/pgd_linf_accuracy"].mean()["pgd_at"] > by_method["test/pgd_linf_accuracy"].mean()["erm"]
+
+
+def test_final_runs_use_the_best_tuning_config(smoke_run) -> None:
+    _, run_dir, _ = smoke_run
+    rows = read_results(run_dir)
+    tune, final = rows[rows["phase"] == "tune"], rows[rows["phase"] == "final"]
+    for method, trials in tune.groupby("method"):
+        best = trials.sort_values(["val/accuracy", "trial_index"], ascending=[False, True]).iloc[0]
+        assert set(final[final["method"] == method]["config_json"]) == {best["config_json"]}
+
+
+def test_teachers_are_trained_once_per_phase_and_seed(smoke_run) -> None:
+    _, run_dir, _ = smoke_run
+    rows = read_results(run_dir)
+    teachers = rows[rows["phase"] == "teacher"]
+    assert sorted(teachers["row_id"]) == ["teacher:final:digits:s0", "teacher:final:digits:s1", "teacher:tune:digits:s0"]
+    assert (teachers["status"] == "ok").all() and (teachers["train/wall_s"] > 0).all()
+    assert len(list((run_dir / "teachers").glob("*.pt"))) == 3
+
+
+def test_results_file_and_dashboard_are_written(smoke_run) -> None:
+    _, run_dir, _ = smoke_run
+    assert len(read_results(run_dir)) == len(__import__("pandas").read_parquet(run_dir / RESULTS_FILE))
+    page = run_dir / "dashboard" / "index.html"
+    html = page.read_text()
+    assert (run_dir / "dashboard" / "plotly.min.js").is_file()
+    for method in METHODS:
+        assert method in html
+    assert "cdn." not in html
+
+
+def test_resume_skips_completed_work_and_reruns_only_what_is_missing(smoke_run, repo_root) -> None:
+    out, run_dir, _ = smoke_run
+    store = ResultStore(run_dir)
+    before = {p.name: p.stat().st_mtime_ns for p in store.rows_dir.glob("*.parquet")}
+
+    again = run_cli(repo_root, "--out", str(out))  # without --resume: refused, nothing touched
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    removed = store.rows_dir / row_file_name("final:digits:erm:s1")
+    removed.unlink()
+    resumed = run_cli(repo_root, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    after = {p.name: p.stat().st_mtime_ns for p in store.rows_dir.glob("*.parquet")}
+    assert set(after) == set(before)
+    changed = {name for name in before if after[name] != before[name]}
+    assert changed == {removed.name}  # exactly the missing run was redone; no row lost or duplicated
+    assert store.completed("final:digits:erm:s1") is not None
+    assert "already stored" in resumed.stderr
