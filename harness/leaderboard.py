@@ -34,10 +34,10 @@ def bootstrap_ci(
 
 
 def metric_columns(rows: pd.DataFrame) -> list[str]:
-    """Numeric `group/name` columns of final rows, excluding cost bookkeeping."""
+    """Numeric `group/name` columns with at least one value, excluding cost bookkeeping."""
     return [
         c for c in rows.columns
-        if "/" in c and not c.startswith("cost/") and pd.api.types.is_numeric_dtype(rows[c])
+        if "/" in c and not c.startswith("cost/") and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].notna().any()
     ]
 
 
@@ -83,8 +83,8 @@ def leaderboard(
     table = pd.DataFrame.from_records(records)
     if table.empty:
         return pd.DataFrame(columns=["benchmark", "method", "rank", "n", "n_failed", "primary_metric"])
-    table["rank"] = table.apply(lambda r: np.nan, axis=1).astype(float)
-    for benchmark, group in table.groupby("benchmark"):
+    table["rank"] = np.nan
+    for _, group in table.groupby("benchmark"):
         metric = group["primary_metric"].iloc[0]
         column = f"{metric}:mean"
         if column not in group:

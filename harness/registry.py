@@ -21,7 +21,7 @@ class Registry(Generic[T]):
         """Decorator: `@REGISTRY.register("name")` (defaults to the object's `name` or `__name__`)."""
 
         def decorate(obj: T) -> T:
-            key = name or getattr(obj, "name", None) or getattr(obj, "__name__")
+            key = name or getattr(obj, "name", None) or obj.__name__
             self.add(key, obj)
             return obj
 

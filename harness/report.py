@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pandas as pd
 from rich.console import Console
@@ -33,9 +34,15 @@ def cell(row: pd.Series, column: str, scale: float, digits: int) -> str:
     return text
 
 
+def wide_console(stderr: bool = False) -> Console:
+    """A console at least 180 columns wide, so tables stay readable in logs and CI output."""
+    width = max(180, shutil.get_terminal_size((180, 24)).columns)
+    return Console(stderr=stderr, width=width, highlight=False)
+
+
 def print_leaderboard(table: pd.DataFrame, console: Console | None = None) -> None:
     """One rich table per benchmark: rank, method, n, and mean ± std of the headline metrics."""
-    console = console or Console()
+    console = console or wide_console()
     if table.empty:
         console.print("no final runs to rank")
         return
@@ -43,7 +50,7 @@ def print_leaderboard(table: pd.DataFrame, console: Console | None = None) -> No
         shown = [h for h in HEADLINE if f"{h[0]}:mean" in rows]
         out = Table(title=f"{escape(str(benchmark))} (ranked by {escape(str(rows['primary_metric'].iloc[0]))}, mean ± std over seeds)")
         for header in ("rank", "method", "n", *[h[1] for h in shown]):
-            out.add_column(header, justify="left" if header == "method" else "right")
+            out.add_column(header, justify="left" if header == "method" else "right", no_wrap=True)
         for _, row in rows.iterrows():
             rank = "-" if not math.isfinite(row["rank"]) else str(int(row["rank"]))
             n = f"{int(row['n'])}" + (f" ({int(row['n_failed'])} failed)" if row["n_failed"] else "")

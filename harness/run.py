@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.errors import HarnessInputError
+from harness.report import wide_console
 from harness.suite import Suite, load_suite, suite_as_yaml
 
 EXIT_OK, EXIT_RUN_FAILURES, EXIT_BAD_INPUT = 0, 1, 2
@@ -54,7 +55,7 @@ def check_inputs(suite: Suite, run_dir: Path, resume: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=True, highlight=False)
+    console = wide_console(stderr=True)
     try:
         suite = load_suite(args.suite, args.overrides)
         run_dir = run_dir_for(suite, args.out)
@@ -87,7 +88,7 @@ def execute(suite: Suite, run_dir: Path, args: argparse.Namespace, console: Cons
     rows = read_results(run_dir)
     primary = {b.name: b.primary_metric for b in suite.benchmarks}
     table = leaderboard(rows, primary=primary)
-    print_leaderboard(table, Console())
+    print_leaderboard(table)
     if suite.output.dashboard and not args.no_dashboard:
         from dashboards import build_dashboard
 

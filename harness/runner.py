@@ -56,6 +56,7 @@ class SuiteRunner:
         self.store = ResultStore(run_dir)
         self.cells = [Cell(b, m) for b in suite.benchmarks for m in suite.methods]
         self._teacher_cache: dict[str, bytes] = {}
+        self._teacher_refs: dict[str, tuple[Any, str]] = {}
 
     # ------------------------------------------------------------------ rows
 
@@ -66,33 +67,46 @@ class SuiteRunner:
 
     # ------------------------------------------------------------------ teachers
 
-    def teacher(self, bench: BenchmarkSpec, phase: str, seed: int) -> bytes:
-        """The teacher's weights for (benchmark, phase, seed): from cache, or trained now and stored."""
+    def _teacher_paths(self, bench: BenchmarkSpec, phase: str, seed: int) -> tuple[str, Path]:
         assert bench.teacher is not None
-        row_id = f"teacher:{phase}:{bench.name}:s{seed}"
-        path = self.run_dir / "teachers" / f"{phase}-{bench.name}-s{seed}-{stable_hash(bench.teacher.model_dump(mode='json'), 8)}.pt"
+        digest = stable_hash(bench.teacher.model_dump(mode="json"), 8)
+        return f"teacher:{phase}:{bench.name}:s{seed}", self.run_dir / "teachers" / f"{phase}-{bench.name}-s{seed}-{digest}.pt"
+
+    def prefetch_teacher(self, bench: BenchmarkSpec, phase: str, seed: int) -> None:
+        """Start training a teacher in the background unless it is cached or already under way."""
+        row_id, path = self._teacher_paths(bench, phase, seed)
+        if row_id in self._teacher_cache or row_id in self._teacher_refs:
+            return
+        if path.exists() and self.store.completed(row_id):
+            self._teacher_cache[row_id] = path.read_bytes()
+            return
+        self._teacher_refs[row_id] = (cluster.submit_teacher(bench, phase, seed, self.suite.tuning.sampler_seed,
+                                                             self.suite.final.cpus_per_worker), now())
+
+    def teacher(self, bench: BenchmarkSpec, phase: str, seed: int) -> bytes:
+        """The teacher's weights for (benchmark, phase, seed): cached, or trained (once) and stored."""
+        import ray
+
+        assert bench.teacher is not None
+        row_id, path = self._teacher_paths(bench, phase, seed)
+        self.prefetch_teacher(bench, phase, seed)
         if row_id in self._teacher_cache:
             return self._teacher_cache[row_id]
-        if path.exists() and self.store.completed(row_id):
-            state = path.read_bytes()
-        else:
-            import ray
-
-            row = self.base_row(row_id, "teacher", bench.name, f"teacher:{bench.teacher.model}", seed)
-            row.update(started_at=now(), config_json=bench.teacher.model_dump_json(), tune_phase=phase)
-            try:
-                state, metrics = ray.get(cluster.submit_teacher(bench, phase, seed, self.suite.tuning.sampler_seed,
-                                                                self.suite.final.cpus_per_worker))
-            except Exception as error:
-                self.store.write({**row, "status": "failed", "error": _error_text(error), "finished_at": now()})
-                raise
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(state)
-            tmp.replace(path)
-            self.store.write({**row, **metrics, "status": "ok", "error": None, "finished_at": now()})
-            self.progress.say(f"  teacher {escape(bench.name)} ({phase}, seed {seed}): "
-                              f"{json.dumps({k: round(v, 4) for k, v in metrics.items() if k.endswith('accuracy')})}")
+        ref, started = self._teacher_refs.pop(row_id)
+        row = self.base_row(row_id, "teacher", bench.name, f"teacher:{bench.teacher.model}", seed)
+        row.update(started_at=started, config_json=bench.teacher.model_dump_json(), tune_phase=phase)
+        try:
+            state, metrics = ray.get(ref)
+        except Exception as error:
+            self.store.write({**row, "status": "failed", "error": _error_text(error), "finished_at": now()})
+            raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(state)
+        tmp.replace(path)
+        self.store.write({**row, **metrics, "status": "ok", "error": None, "finished_at": now()})
+        scores = {k: round(v, 4) for k, v in metrics.items() if k.endswith("accuracy")}
+        self.progress.say(f"  teacher {escape(bench.name)} ({phase}, seed {seed}): {json.dumps(scores)}")
         self._teacher_cache[row_id] = state
         return state
 
@@ -190,7 +204,10 @@ class SuiteRunner:
                 self.progress.advance("final", f"{escape(cell.key)} seed {seed}: [red]failed[/red] (no tuned config)")
                 continue
             queue.append((cell, seed, params, row))
-        # teachers first in line: a distillation run waits on its seed's teacher, not on a free slot
+        # teachers train while the first runs do; distillation runs go last, when their teachers are ready
+        for cell, seed, _, _ in queue:
+            if self._needs_teacher(cell):
+                self.prefetch_teacher(cell.benchmark, "final", seed)
         queue.sort(key=lambda job: self._needs_teacher(job[0]))
         while queue or pending:
             while queue and len(pending) < slots:

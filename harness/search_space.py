@@ -5,7 +5,7 @@ Translated to Ray Tune in exactly one place (`harness.tuning`); everything else 
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -50,7 +50,7 @@ class Choice(BaseModel):
     choices: tuple[Any, ...] = Field(min_length=1)
 
 
-Dimension = Union[IntRange, FloatRange, Choice]
+Dimension = IntRange | FloatRange | Choice
 
 
 def parse_dimension(raw: Any) -> Dimension:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import SuiteError, UnknownNameError, did_you_mean
 from harness.evaluation import DEFAULT_METRICS, METRICS, EvaluationSettings
-from harness.search_space import Choice, Dimension, FloatRange, IntRange, parse_dimension
+from harness.search_space import Dimension, FloatRange, parse_dimension
 
 
 class Strict(BaseModel):
