@@ -69,7 +69,8 @@ def leaderboard(
     final = rows[rows["phase"] == "final"] if "phase" in rows else rows.iloc[0:0]
     chosen = list(metrics) if metrics is not None else metric_columns(final)
     records = []
-    for (benchmark, method), group in final.groupby(["benchmark", "method"], sort=True):
+    groups = final.groupby(["benchmark", "method"], sort=True) if len(final) else ()  # no rows, maybe no columns
+    for (benchmark, method), group in groups:
         ok = group[group["status"] == "ok"]
         record: dict[str, object] = {
             "benchmark": benchmark, "method": method, "n": len(ok), "n_failed": len(group) - len(ok),

@@ -7,6 +7,7 @@ POSIX filesystems; `consolidate()` gathers all rows into `results.parquet` the s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -23,8 +24,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
 def row_file_name(row_id: str) -> str:
-    """A file name for a row id that is stable, readable and filesystem-safe."""
-    return _UNSAFE.sub("_", row_id) + ".parquet"
+    """A file name for a row id that is stable, readable, filesystem-safe and distinct per id.
+
+    Unsafe characters (and a leading '.', which would hide the file) become '_'; when anything was
+    replaced, a digest of the id follows a '~' (never in an unchanged id), so `a:b` and `a/b` differ.
+    """
+    safe = _UNSAFE.sub("_", row_id)
+    safe = "_" + safe[1:] if safe.startswith(".") else safe
+    if safe != row_id:
+        safe += "~" + hashlib.sha256(row_id.encode()).hexdigest()[:12]
+    return safe + ".parquet"
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
@@ -61,6 +70,7 @@ class ResultStore:
     def read(self) -> pd.DataFrame:
         """All rows as one DataFrame (columns are the union over rows)."""
         files = sorted(self.rows_dir.glob("*.parquet")) if self.rows_dir.exists() else []
+        files = [f for f in files if not f.name.startswith(".")]  # temp files a killed writer left behind
         if not files:
             return pd.DataFrame({"row_id": pd.Series([], dtype=str)})
         tables = [pq.read_table(f) for f in files]

@@ -13,10 +13,19 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import SuiteError, UnknownNameError, did_you_mean
 from harness.evaluation import DEFAULT_METRICS, METRICS, EvaluationSettings
@@ -25,6 +34,15 @@ from harness.search_space import Dimension, FloatRange, parse_dimension
 
 class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _dimension_or_none(raw: Any) -> Any:
+    return None if raw is None else parse_dimension(raw)
+
+
+# parsed per value, so an error's path names the dimension: `methods[1].search_space.smoothing`
+ParsedDimension = Annotated[Dimension, BeforeValidator(parse_dimension)]
+OptionalDimension = Annotated[Dimension | None, BeforeValidator(_dimension_or_none)]
 
 
 class Budget(Strict):
@@ -89,14 +107,7 @@ class MethodEntry(Strict):
     name: str
     label: str = Field("", description="display name; lets one method appear twice with different configs")
     config: dict[str, Any] = {}
-    search_space: dict[str, Dimension | None] = Field({}, description="null removes a default dimension")
-
-    @field_validator("search_space", mode="before")
-    @classmethod
-    def _parse_space(cls, raw: Any) -> Any:
-        if not isinstance(raw, Mapping):
-            return raw
-        return {k: (None if v is None else parse_dimension(v)) for k, v in raw.items()}
+    search_space: dict[str, OptionalDimension] = Field({}, description="null removes a default dimension")
 
     @model_validator(mode="after")
     def _default_label(self) -> MethodEntry:
@@ -121,12 +132,7 @@ class TuningSpec(Strict):
     mode: Literal["max", "min"] = "max"
     cpus_per_trial: float = Field(1, gt=0)
     max_concurrent: int | None = Field(None, gt=0, description="default: what the cluster's CPUs allow")
-    engine_space: dict[str, Dimension] = Field(default_factory=default_engine_space)
-
-    @field_validator("engine_space", mode="before")
-    @classmethod
-    def _parse_space(cls, raw: Any) -> Any:
-        return {k: parse_dimension(v) for k, v in raw.items()} if isinstance(raw, Mapping) else raw
+    engine_space: dict[str, ParsedDimension] = Field(default_factory=default_engine_space)
 
     @field_validator("engine_space")
     @classmethod
@@ -154,15 +160,14 @@ class FinalSpec(Strict):
         return seeds
 
 
-class EvaluationSpec(Strict):
-    metrics: tuple[str, ...] = DEFAULT_METRICS
+def _known_metric(name: str) -> str:
+    if name not in METRICS:  # a ValueError, so the error carries its path `evaluation.metrics[i]`
+        raise ValueError(str(UnknownNameError("metric", name, METRICS.names())))
+    return name
 
-    @field_validator("metrics")
-    @classmethod
-    def _known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        for name in names:
-            METRICS.get(name)
-        return names
+
+class EvaluationSpec(Strict):
+    metrics: tuple[Annotated[str, AfterValidator(_known_metric)], ...] = DEFAULT_METRICS
 
 
 class OutputSpec(Strict):
@@ -231,12 +236,15 @@ def validate_suite(raw: Mapping[str, Any], source: str | None = None) -> Suite:
 
 def suite_error_from(error: ValidationError, root: type[BaseModel], source: str | None, prefix: str = "") -> SuiteError:
     """The first pydantic error as a SuiteError with a YAML key path and a 'did you mean'."""
-    first = error.errors()[0]
+    errors = error.errors()
+    # an unknown key explains a missing one (`benchmark:` typed for `benchmarks:`), so it comes first
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [p for p in first["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
     path = join_path(prefix, loc)
     if first["type"] == "extra_forbidden":
         known = _fields_at(root, loc[:-1])
-        return SuiteError(path, f"unknown key;{did_you_mean(str(loc[-1]), known)} valid keys: {', '.join(sorted(known))}", source)
+        valid = f" valid keys: {', '.join(sorted(known))}" if known else ""
+        return SuiteError(path, f"unknown key;{did_you_mean(str(loc[-1]), known)}{valid}", source)
     message = first["msg"]
     if first["type"] == "missing":
         message = "required key is missing"
