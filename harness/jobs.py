@@ -17,8 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from harness.data import BatchAugment, DataAccess, ImageArrays, sealed_test_split
-from harness.engine import TrainSettings, TrainStats, accuracy, pick_device, train
+from harness.data import BatchAugment, DataAccess, DatasetInfo, ImageArrays, sealed_test_split
+from harness.engine import EpochCallback, TrainSettings, TrainStats, accuracy, pick_device, train
 from harness.evaluation import EvalInputs, evaluate
 from harness.method import Method, TrainContext, build_method
 from harness.models import build_model
@@ -57,12 +57,12 @@ def train_settings(spec: TrainSpec, budget: Budget, seed: int, overrides: Mappin
                          seed=seed)
 
 
-def build_for(bench: BenchmarkSpec, info: Any, model_name: str | None = None) -> nn.Module:
+def build_for(bench: BenchmarkSpec, info: DatasetInfo, model_name: str | None = None) -> nn.Module:
     return build_model(model_name or bench.model, in_channels=info.channels, num_classes=info.num_classes,
                        image_size=info.image_size, mean=info.mean, std=info.std)
 
 
-def augment_for(bench: BenchmarkSpec, info: Any) -> BatchAugment | None:
+def augment_for(bench: BenchmarkSpec, info: DatasetInfo) -> BatchAugment | None:
     return BatchAugment.for_dataset(info) if bench.augment else None
 
 
@@ -71,7 +71,7 @@ def make_method(spec: RunSpec) -> Method:
     return build_method(spec.method.name, {**spec.method.config, **method_overrides})
 
 
-def load_teacher(bench: BenchmarkSpec, info: Any, state: bytes | None, device: torch.device) -> nn.Module | None:
+def load_teacher(bench: BenchmarkSpec, info: DatasetInfo, state: bytes | None, device: torch.device) -> nn.Module | None:
     """The frozen teacher from serialized weights, or None when the run has no teacher."""
     if state is None or bench.teacher is None:
         return None
@@ -83,9 +83,11 @@ def load_teacher(bench: BenchmarkSpec, info: Any, state: bytes | None, device: t
     return teacher
 
 
-def _train_method(spec: RunSpec, data: ImageArrays, info: Any, budget: Budget, device: torch.device,
-                  teacher: nn.Module | None, on_epoch_end: Any = None, wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+def _train_method(spec: RunSpec, data: ImageArrays, info: DatasetInfo, budget: Budget, device: torch.device,
+                  teacher: nn.Module | None, on_epoch_end: EpochCallback | None = None,
+                  wrap_model: Callable[[nn.Module], nn.Module] | None = None,
                   rank: int = 0, world_size: int = 1) -> tuple[nn.Module, TrainStats]:
+    """Build the model and the method for `spec`, train, and return (unwrapped model, counters)."""
     torch.set_num_threads(max(1, spec.threads))
     engine_overrides, _ = split_hyperparams(spec.hyperparams)
     settings = train_settings(spec.benchmark.train, budget, spec.seed, engine_overrides)
