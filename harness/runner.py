@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from harness import cluster
 from harness.jobs import RunSpec
+from harness.method import METHODS, MethodInfo
 from harness.progress import Progress
 from harness.provenance import git_commit, hardware, library_versions
 from harness.store import ResultStore
@@ -104,7 +105,7 @@ class SuiteRunner:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(state)
         tmp.replace(path)
-        self.store.write({**row, **metrics, "status": "ok", "error": None, "finished_at": now()})
+        self.store.write({"finished_at": now(), **row, **metrics, "status": "ok", "error": None})
         scores = {k: round(v, 4) for k, v in metrics.items() if k.endswith("accuracy")}
         self.progress.say(f"  teacher {escape(bench.name)} ({phase}, seed {seed}): {json.dumps(scores)}")
         self._teacher_cache[row_id] = state
@@ -127,6 +128,9 @@ class SuiteRunner:
         tuning = self.suite.tuning
         self.progress.start("tune", len(self.cells) * tuning.trials)
         best: dict[str, dict[str, Any] | None] = {}
+        for cell in self.cells:  # a teacher trains while the cells before its student tune
+            if self._needs_teacher(cell) and len(self.trial_rows(cell)) < tuning.trials:
+                self.prefetch_teacher(cell.benchmark, "tune", tuning.sampler_seed)
         for cell in self.cells:
             existing = self.trial_rows(cell)
             if len(existing) < tuning.trials:
@@ -164,10 +168,11 @@ class SuiteRunner:
         row["tune/iterations"] = float(record.iterations)
         return row
 
-    def _needs_teacher(self, cell: Cell) -> bool:
-        from harness.method import METHODS
+    def _method_info(self, cell: Cell) -> MethodInfo:
+        return METHODS.get(cell.method.name).info
 
-        return METHODS.get(cell.method.name).info.needs_teacher
+    def _needs_teacher(self, cell: Cell) -> bool:
+        return self._method_info(cell).needs_teacher
 
     # ------------------------------------------------------------------ final runs
 
@@ -204,11 +209,12 @@ class SuiteRunner:
                 self.progress.advance("final", f"{escape(cell.key)} seed {seed}: [red]failed[/red] (no tuned config)")
                 continue
             queue.append((cell, seed, params, row))
-        # teachers train while the first runs do; distillation runs go last, when their teachers are ready
+        # teachers train while the first runs do; the costliest runs start first so the tail is short,
+        # and distillation runs go last, when their teachers are ready
         for cell, seed, _, _ in queue:
             if self._needs_teacher(cell):
                 self.prefetch_teacher(cell.benchmark, "final", seed)
-        queue.sort(key=lambda job: self._needs_teacher(job[0]))
+        queue.sort(key=lambda job: (self._needs_teacher(job[0]), -self._method_info(job[0]).cost_factor))
         while queue or pending:
             while queue and len(pending) < slots:
                 cell, seed, params, row = queue.pop(0)
