@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 
 
 def format_seconds(seconds: float) -> str:
@@ -50,7 +51,7 @@ class Progress:
         state.skipped += int(skipped)
         eta = state.eta_s()
         eta_text = f"  eta {format_seconds(eta)}" if eta is not None and state.done < state.total else ""
-        self.say(f"[cyan][{phase} {state.done}/{state.total}][/cyan] {message}  "
+        self.say(f"[cyan]{escape(f'[{phase} {state.done}/{state.total}]')}[/cyan] {message}  "
                  f"[dim]elapsed {format_seconds(time.monotonic() - self.started)}{eta_text}[/dim]")
 
     def say(self, message: str) -> None:
