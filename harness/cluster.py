@@ -79,9 +79,9 @@ def submit_teacher(bench: Any, phase: str, seed: int, split_seed: int, cpus: flo
 
 
 def _teacher_task(fn: Any, bench: Any, phase: str, seed: int, split_seed: int, threads: int) -> Any:
-    from harness.provenance import node_id
-
     from datetime import UTC, datetime
+
+    from harness.provenance import node_id
 
     state, metrics = fn(bench, phase, seed, split_seed, threads)
     metrics["node_id"] = node_id()
