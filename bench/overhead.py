@@ -50,6 +50,7 @@ TARGETS = {"engine": 0.97, "train": 1.15, "tune": 1.0}
 DEFAULT_MODELS = {"fashion_mnist": ("fast_cnn", 256), "digits": ("tiny_cnn", 64)}
 TUNE_TRAIN_SIZE, TUNE_VAL_SIZE, TUNE_EPOCHS = 2000, 1000, 2
 LR_RANGE = FloatRange(low=0.01, high=0.3, log=True)
+NOISY_SPREAD = 0.10  # plain-job wall spread above which the run says its verdicts are not settled
 IMPORT_TORCH, IMPORT_ALL = "import torch", "import torch + ray.train.torch + harness.jobs"
 
 
@@ -699,7 +700,9 @@ def noise_note(r: Results) -> str:
             f"(+-{(max(tune) - min(tune)) / 2 / r.tuning.trials:.2f} s per trial). Other processes share this "
             f"machine (load average {r.machine['load_start']} at the start, {r.machine['load_end']} at the end), so "
             "single measurements (c) and (d) carry about that much noise; the split of (c) into its loop and the "
-            "time outside it is the robust part.")
+            "time outside it is the robust part."
+            + (" With a spread this wide, verdicts near their threshold are not settled by this run: rerun it when "
+               "the machine is quiet." if max(plain) / min(plain) - 1 > NOISY_SPREAD else ""))
 
 
 def tune_note(r: Results) -> str:
