@@ -7,7 +7,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from harness.data import BatchAugment, ImageArrays, iterate_batches, num_batches
-from harness.method import Method, TrainContext
+from harness.data.tasks import TaskStream
+from harness.method import Batch, Method, TrainContext
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class TrainStats:
     wall_s: float = 0.0
     last_loss: float = float("nan")
     resumed_from_epoch: int = -1  # the epoch a checkpoint restored, or -1 for an uninterrupted run
+    task_results: list[Any] = dataclasses.field(default_factory=list)  # on_task_end's value per finished task
 
 
 EpochCallback = Callable[[int, TrainStats, nn.Module], bool | None]  # (epoch, stats, model); True stops
@@ -69,19 +71,29 @@ class Checkpointing:
     resume: dict[str, Any] | None = None
 
 
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}  # a snapshot, never aliased
+
+
 def engine_state(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, generator: torch.Generator,
-                 stats: TrainStats, epoch: int) -> dict[str, Any]:
+                 stats: TrainStats, epoch: int, method: Method | None = None,
+                 auxiliary: Sequence[nn.Module] = ()) -> dict[str, Any]:
     """Everything `train` needs to continue after `epoch` (tensors on CPU, picklable)."""
-    inner = getattr(model, "module", model)  # DistributedDataParallel keeps the model in `.module`
-    return {"model": {k: v.detach().cpu() for k, v in inner.state_dict().items()},
+    return {"model": _cpu_state(_inner(model)), "auxiliary": [_cpu_state(m) for m in auxiliary],
+            "method": method.state_dict() if method is not None else {},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "stats": dataclasses.asdict(stats), "epoch": epoch}
 
 
 def restore_engine_state(state: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                         schedule: Any, generator: torch.Generator) -> tuple[TrainStats, int]:
-    getattr(model, "module", model).load_state_dict(state["model"])
+                         schedule: Any, generator: torch.Generator, method: Method | None = None,
+                         auxiliary: Sequence[nn.Module] = ()) -> tuple[TrainStats, int]:
+    _inner(model).load_state_dict(state["model"])
+    for module, saved in zip(auxiliary, state.get("auxiliary", ()), strict=True):
+        module.load_state_dict(saved)
+    if method is not None:
+        method.load_state_dict(state.get("method", {}))
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     generator.set_state(state["generator"])
@@ -103,10 +115,13 @@ def pick_device(prefer: str = "auto") -> torch.device:
     return torch.device(prefer)
 
 
-def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """SGD-momentum or AdamW; no weight decay on norm parameters and biases (1-d tensors)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+def build_optimizer(model: nn.Module, settings: TrainSettings,
+                    auxiliary: Sequence[nn.Module] = ()) -> torch.optim.Optimizer:
+    """SGD-momentum or AdamW over the model and any auxiliary modules; no weight decay on norm
+    parameters and biases (1-d tensors)."""
+    parameters = [p for module in (model, *auxiliary) for p in module.parameters() if p.requires_grad]
+    decay = [p for p in parameters if p.ndim > 1]
+    no_decay = [p for p in parameters if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if settings.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, nesterov=settings.nesterov)
@@ -133,10 +148,13 @@ def autocast_for(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+TaskEndCallback = Callable[[int, nn.Module], Any]  # (task, model) -> a value kept in stats.task_results
+
+
 def train(
     model: nn.Module,
     method: Method,
-    data: ImageArrays,
+    data: ImageArrays | TaskStream,
     settings: TrainSettings,
     *,
     num_classes: int,
@@ -144,59 +162,167 @@ def train(
     device: torch.device | None = None,
     teacher: nn.Module | None = None,
     on_epoch_end: EpochCallback | None = None,
+    on_task_end: TaskEndCallback | None = None,
     rank: int = 0,
     world_size: int = 1,
     checkpointing: Checkpointing | None = None,
+    extras: Mapping[str, Any] | None = None,
 ) -> TrainStats:
-    """Train `model` in place with `method`'s loss; return counters. Deterministic for a seed on CPU."""
+    """Train `model` in place with `method`; return counters. Deterministic for a seed on CPU.
+
+    `data` is one training split, or a `TaskStream` trained task after task (continual learning):
+    the step budget, counted on all tasks' examples, is shared equally between tasks, and each task
+    runs epochs over its own examples. The method's hooks run here, in this order: `lr_schedule` once;
+    per step `candidate_batches`/`select_batch`, `training_loss`, the optimiser step, `after_step`;
+    `on_task_end` at the end of each task (then the caller's `on_task_end`, whose value is kept).
+    """
     device = device or pick_device()
     generator = seed_everything(settings.seed)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model.to(device).train()
-    local_batch = settings.batch_size // world_size
+    auxiliary = [module.to(device).train() for module in method.auxiliary_modules()]
+    stream = data if isinstance(data, TaskStream) else TaskStream((data,), ((),))
     total = settings.total_steps(len(data), world_size)
-    optimizer = build_optimizer(model, settings)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, settings.warmup_fraction))
-    stats, epoch = TrainStats(), 0
+    optimizer = build_optimizer(model, settings, auxiliary)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, method.lr_schedule(total, warmup_cosine(total, settings.warmup_fraction)))
+    loop = _Loop(model, method, auxiliary, optimizer, schedule, settings, generator, device, world_size, stream,
+                 total, num_classes, teacher, dict(extras or {}))
     if checkpointing is not None and checkpointing.resume is not None:
-        stats, epoch = restore_engine_state(checkpointing.resume, model, optimizer, schedule, generator)
-        stats.resumed_from_epoch = epoch
+        loop.stats, loop.epoch = restore_engine_state(checkpointing.resume, model, optimizer, schedule, generator,
+                                                      method, auxiliary)
+        loop.stats.resumed_from_epoch = loop.epoch
+    stats = loop.stats
     start = time.perf_counter() - stats.wall_s
+    local_batch = settings.batch_size // world_size
     per_epoch = max(1, num_batches(len(data), local_batch, drop_last=True, world_size=world_size))
-    while stats.steps < total:
-        batches = iterate_batches(data, local_batch, device=device, shuffle=True, generator=generator,
-                                  augment=augment, drop_last=True, rank=rank, world_size=world_size)
-        for images, labels in batches:
-            if stats.steps >= total:
-                break
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            ctx = TrainContext(step=stats.steps, total_steps=total, epoch=epoch, num_classes=num_classes,
-                               device=device, teacher=teacher, generator=generator)
-            with autocast_for(device):
-                out = method.training_loss(model, images, labels, ctx)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if settings.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            schedule.step()
-            stats.steps += 1
-            stats.samples_seen += labels.shape[0] * world_size
-        epoch += 1
-        stats.last_loss = float(out.loss.detach())
-        if not math.isfinite(stats.last_loss):
-            raise FloatingPointError(f"training loss became {stats.last_loss} at step {stats.steps}")
-        stats.epochs_completed = stats.steps / per_epoch
-        stats.wall_s = time.perf_counter() - start
-        if on_epoch_end is not None and on_epoch_end(epoch, stats, model):
-            break
-        if checkpointing is not None and stats.steps < total and epoch % checkpointing.every_epochs == 0:
-            checkpointing.save(engine_state(model, optimizer, schedule, generator, stats, epoch))
+    for task, task_data in enumerate(stream.tasks):
+        while stats.steps < loop.task_end(task):
+            batches = iterate_batches(task_data, local_batch, device=device, shuffle=True, generator=generator,
+                                      augment=augment, drop_last=True, rank=rank, world_size=world_size)
+            stats.last_loss = loop.epoch_of(task, batches)
+            loop.epoch += 1
+            if not math.isfinite(stats.last_loss):
+                raise FloatingPointError(f"training loss became {stats.last_loss} at step {stats.steps}")
+            stats.epochs_completed = stats.steps / per_epoch
+            if stats.steps >= loop.task_end(task) and stream.num_tasks > 1:
+                loop.end_task(task, on_task_end)
+            stats.wall_s = time.perf_counter() - start
+            if on_epoch_end is not None and on_epoch_end(loop.epoch, stats, model):
+                model.eval()
+                return stats
+            if checkpointing is not None and stats.steps < total and loop.epoch % checkpointing.every_epochs == 0:
+                checkpointing.save(engine_state(model, optimizer, schedule, generator, stats, loop.epoch, method,
+                                                auxiliary))
     stats.wall_s = time.perf_counter() - start
     model.eval()
     return stats
+
+
+@dataclass
+class _Loop:
+    """The state of one `train` call, and the step it repeats."""
+
+    model: nn.Module
+    method: Method
+    auxiliary: list[nn.Module]
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    settings: TrainSettings
+    generator: torch.Generator
+    device: torch.device
+    world_size: int
+    stream: TaskStream
+    total: int
+    num_classes: int
+    teacher: nn.Module | None
+    extras: dict[str, Any]
+    stats: TrainStats = dataclasses.field(default_factory=TrainStats)
+    epoch: int = 0
+
+    def task_end(self, task: int) -> int:
+        """The step count at which `task` ends: the budget is shared equally between the tasks."""
+        return round(self.total * (task + 1) / self.stream.num_tasks)
+
+    def context(self, task: int) -> TrainContext:
+        stream = self.stream
+        return TrainContext(step=self.stats.steps, total_steps=self.total, epoch=self.epoch,
+                            num_classes=self.num_classes, device=self.device, teacher=self.teacher,
+                            generator=self.generator, extras=self.extras, task=task, num_tasks=stream.num_tasks,
+                            task_classes=stream.classes[task],
+                            seen_classes=stream.seen_classes(task) if stream.classes[task] else ())
+
+    def epoch_of(self, task: int, batches: Iterator[Batch]) -> float:
+        """Train on one pass over `batches` (or until the task's steps run out); return the last loss."""
+        loss = None
+        for candidates in _groups(batches, max(1, self.method.candidate_batches())):
+            if self.stats.steps >= self.task_end(task):
+                break
+            loss = self.step(candidates, self.context(task))
+        if loss is None:
+            raise ValueError(f"task {task} has fewer examples ({len(self.stream.tasks[task])}) than one batch "
+                             f"per worker ({self.settings.batch_size // self.world_size}); lower the batch size")
+        return float(loss)
+
+    def step(self, candidates: list[Batch], ctx: TrainContext) -> torch.Tensor:
+        method = self.method
+        images, labels = method.select_batch(self.model, candidates, ctx)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_for(self.device):
+            out = method.training_loss(self.model, images, labels, ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if self.world_size > 1 and self.auxiliary:
+            _average_gradients(self.auxiliary, self.world_size)
+        if self.settings.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.stats.steps += 1
+        self.stats.samples_seen += labels.shape[0] * self.world_size
+        with torch.no_grad():
+            method.after_step(_inner(self.model), ctx)
+        return out.loss.detach()
+
+    def end_task(self, task: int, on_task_end: TaskEndCallback | None) -> None:
+        """The method's task-end hook, then the caller's (its value is kept in `stats.task_results`)."""
+        with torch.no_grad():
+            self.method.on_task_end(_inner(self.model), self.context(task))
+        if on_task_end is not None:
+            self.stats.task_results.append(on_task_end(task, _inner(self.model)))
+        self.model.train()
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (hooks see the plain model)."""
+    return getattr(model, "module", model)
+
+
+def _groups(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of `size` batches (the last group may be smaller, never empty)."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _average_gradients(modules: Sequence[nn.Module], world_size: int) -> None:
+    """Average the auxiliary modules' gradients over the workers (DDP does it for the model only)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad)
+                parameter.grad.div_(world_size)
 
 
 @torch.no_grad()

@@ -9,6 +9,9 @@ config on the full training split and evaluates on test. The Ray modules (`tunin
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import functools
 import io
 import json
 import time
@@ -20,16 +23,20 @@ import torch
 from torch import nn
 
 from harness.data import BatchAugment, DataAccess, DatasetInfo, ImageArrays, sealed_test_split
+from harness.data.tasks import TaskStream, class_incremental
 from harness.engine import (
     Checkpointing,
     EpochCallback,
+    TaskEndCallback,
     TrainSettings,
     TrainStats,
     accuracy,
     pick_device,
+    predict_logits,
     train,
 )
 from harness.evaluation import EvalInputs, evaluate
+from harness.evaluation.continual import continual_scores, task_accuracies
 from harness.method import Method, MethodInfo, TrainContext, build_method
 from harness.models import build_model
 from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec
@@ -94,27 +101,69 @@ def load_teacher(bench: BenchmarkSpec, info: DatasetInfo, state: bytes | None, d
     return teacher
 
 
+@dataclass
+class Trained:
+    """A finished training run: the model to evaluate (after the method's `finalize`) and its counters."""
+
+    model: nn.Module
+    stats: TrainStats
+    flops_per_sample: float  # training FLOPs per example, measured on the model as trained
+
+
+def training_stream(bench: BenchmarkSpec, data: ImageArrays, info: DatasetInfo) -> ImageArrays | TaskStream:
+    """The training split as the engine consumes it: cut into class-incremental tasks when the scenario says so."""
+    continual = bench.scenario.continual if bench.scenario is not None else None
+    return class_incremental(data, continual.tasks, info.num_classes) if continual is not None else data
+
+
+def _overrides(method: Method, hook: str) -> bool:
+    return getattr(type(method), hook) is not getattr(Method, hook)
+
+
 def _train_method(spec: RunSpec, data: ImageArrays, info: DatasetInfo, budget: Budget, device: torch.device,
                   teacher: nn.Module | None, on_epoch_end: EpochCallback | None = None,
                   wrap_model: Callable[[nn.Module], nn.Module] | None = None,
                   rank: int = 0, world_size: int = 1,
-                  checkpointing: Checkpointing | None = None) -> tuple[nn.Module, TrainStats]:
-    """Build the model and the method for `spec`, train, and return (unwrapped model, counters)."""
+                  checkpointing: Checkpointing | None = None,
+                  on_task_end: TaskEndCallback | None = None) -> Trained:
+    """Build the model and the method for `spec`, train, finalize, and return the model to evaluate.
+
+    `on_epoch_end` sees, after the last epoch, the model as the method's `finalize` leaves it (applied to a
+    copy), so a tuning score is that of the model that would be evaluated (pruned, quantised, an EMA).
+    """
     torch.set_num_threads(max(1, spec.threads))
     engine_overrides, _ = split_hyperparams(spec.hyperparams)
-    settings = train_settings(spec.benchmark.train, budget, spec.seed, engine_overrides)
     method = make_method(spec)
+    settings = method.adjust_settings(train_settings(spec.benchmark.train, budget, spec.seed, engine_overrides),
+                                      len(data))
     torch.manual_seed(spec.seed)
     model = build_for(spec.benchmark, info)
-    ctx = TrainContext(step=0, total_steps=settings.total_steps(len(data), world_size), epoch=0,
-                       num_classes=info.num_classes, device=device, teacher=teacher,
-                       extras={"input_shape": (info.channels, info.image_size, info.image_size)})
+    teacher_model = spec.benchmark.teacher.model if spec.benchmark.teacher is not None else None
+    extras = {"input_shape": (info.channels, info.image_size, info.image_size), "teacher_model": teacher_model,
+              "build_model": functools.partial(_fresh_model, spec.benchmark, info, device)}
+    total = settings.total_steps(len(data), world_size)
+    ctx = TrainContext(step=0, total_steps=total, epoch=0, num_classes=info.num_classes, device=device,
+                       teacher=teacher, extras=extras)
     model = method.prepare_model(model, ctx).to(device)
-    trained = wrap_model(model) if wrap_model else model
-    stats = train(trained, method, data, settings, num_classes=info.num_classes, augment=augment_for(spec.benchmark, info),
-                  device=device, teacher=teacher, on_epoch_end=on_epoch_end, rank=rank, world_size=world_size,
-                  checkpointing=checkpointing)
-    return model, stats
+    done = dataclasses.replace(ctx, step=total)
+
+    def scored(epoch: int, stats: TrainStats, trained: nn.Module) -> bool | None:
+        assert on_epoch_end is not None
+        if stats.steps >= total and _overrides(method, "finalize"):
+            trained = method.finalize(copy.deepcopy(getattr(trained, "module", trained)), data, done)
+        return on_epoch_end(epoch, stats, trained)
+
+    stats = train(wrap_model(model) if wrap_model else model, method, training_stream(spec.benchmark, data, info),
+                  settings, num_classes=info.num_classes, augment=augment_for(spec.benchmark, info), device=device,
+                  teacher=teacher, on_epoch_end=scored if on_epoch_end else None, on_task_end=on_task_end,
+                  rank=rank, world_size=world_size, checkpointing=checkpointing, extras=extras)
+    flops = training_flops(spec, model, info, 1)
+    return Trained(method.finalize(model, data, done).eval(), stats, flops)
+
+
+def _fresh_model(bench: BenchmarkSpec, info: DatasetInfo, device: torch.device, name: str | None = None) -> nn.Module:
+    """An untrained model of the benchmark's architecture, or of `name` (for `ctx.extras["build_model"]`)."""
+    return build_for(bench, info, name).to(device)
 
 
 def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = None) -> dict[str, Any]:
@@ -138,16 +187,16 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
 
         def on_epoch_end(epoch: int, stats: TrainStats, model: nn.Module) -> None:
             score = accuracy(model, val_data, device=device, num_classes=access.info.num_classes)
-            if not flops_per_sample:
+            if not flops_per_sample:  # measured at the first epoch, on the model being trained
                 flops_per_sample.append(training_flops(spec, model, access.info, 1))
             report({"val/accuracy": score, "train/samples_seen": float(stats.samples_seen),
                     "train/flops": flops_per_sample[0] * stats.samples_seen,
                     "train/steps": float(stats.steps), "train/wall_s": stats.wall_s, "epoch": float(epoch),
                     "splits_read": ",".join(access.splits_read)})
 
-        _, stats = _train_method(spec, train_data, access.info, bench.tuning_budget or bench.budget, device,
-                                 teacher, on_epoch_end=on_epoch_end)
-        return {"splits_read": ",".join(access.splits_read), "train/samples_seen": stats.samples_seen}
+        trained = _train_method(spec, train_data, access.info, bench.tuning_budget or bench.budget, device,
+                                teacher, on_epoch_end=on_epoch_end)
+        return {"splits_read": ",".join(access.splits_read), "train/samples_seen": trained.stats.samples_seen}
 
 
 def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int = 0,
@@ -197,17 +246,23 @@ def final_run(spec: RunSpec, teacher_state: bytes | None = None, *, rank: int = 
     device = device or pick_device()
     teacher = load_teacher(bench, access.info, teacher_state, device)
     train_data = access.split("train")
-    model, stats = _train_method(spec, train_data, access.info, bench.budget, device, teacher,
-                                 wrap_model=wrap_model, rank=rank, world_size=world_size, checkpointing=checkpointing)
+    test = access.split("test")
+    on_task_end = _task_accuracy_probe(test, training_stream(bench, train_data, access.info), device) \
+        if rank == 0 and bench.scenario is not None and bench.scenario.continual is not None else None
+    trained = _train_method(spec, train_data, access.info, bench.budget, device, teacher,
+                            wrap_model=wrap_model, rank=rank, world_size=world_size, checkpointing=checkpointing,
+                            on_task_end=on_task_end)
+    model, stats = trained.model, trained.stats
     result: dict[str, Any] = {"train/samples_seen": float(stats.samples_seen), "train/steps": float(stats.steps),
                               "train/resumed_from_epoch": float(stats.resumed_from_epoch),
                               "train/wall_s": stats.wall_s, "train/epochs": stats.epochs_completed,
                               "train/final_loss": stats.last_loss,
-                              "train/flops": training_flops(spec, model, access.info, stats.samples_seen)}
+                              "train/flops": trained.flops_per_sample * stats.samples_seen}
     if access.scenario_record:
         result["scenario_record"] = json.dumps(access.scenario_record, sort_keys=True)
+    if on_task_end is not None:
+        result.update(continual_scores(stats.task_results))
     if rank == 0:
-        test = access.split("test")
         calibration = access.split("calibration") if settings.calibration_size else None
         start = time.perf_counter()
         inputs = EvalInputs(model=model.eval(), images=test.images, labels=test.labels, device=device,
@@ -220,6 +275,19 @@ def final_run(spec: RunSpec, teacher_state: bytes | None = None, *, rank: int = 
         result["eval/wall_s"] = time.perf_counter() - start
     result["splits_read"] = ",".join(access.splits_read)
     return result
+
+
+def _task_accuracy_probe(test: ImageArrays, stream: ImageArrays | TaskStream,
+                         device: torch.device) -> TaskEndCallback:
+    """After each task: the row a[task][0..task] of the accuracy matrix, on the test split (a metric, never
+    a training or selection signal: only the final phase measures it)."""
+    assert isinstance(stream, TaskStream)
+
+    def probe(task: int, model: nn.Module) -> list[float]:
+        logits = predict_logits(model, test, device=device)
+        return task_accuracies(logits, test.labels, stream.classes, task)
+
+    return probe
 
 
 def method_info(spec: RunSpec) -> MethodInfo:

@@ -8,17 +8,25 @@ hooks receive one `TrainContext` object, not positional arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from harness.data.sources import UNLABELLED
 from harness.registry import Registry
 from harness.search_space import Dimension
+
+if TYPE_CHECKING:
+    from harness.data import ImageArrays
+    from harness.engine import TrainSettings
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (images in [0, 1], labels)
+LRSchedule = Callable[[int], float]         # step -> learning-rate multiplier
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ class TrainContext:
     teacher: nn.Module | None = None
     generator: torch.Generator | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    task: int = 0                        # the current task of a task stream (continual learning); else 0
+    num_tasks: int = 1
+    task_classes: tuple[int, ...] = ()   # the classes of the current task; () when there is no task stream
+    seen_classes: tuple[int, ...] = ()   # the classes of every task so far, the current one included
 
     @property
     def progress(self) -> float:
@@ -78,16 +90,88 @@ class Method:
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
 
+    # ---------------------------------------------------------------- before training
+
+    def adjust_settings(self, settings: TrainSettings, num_samples: int) -> TrainSettings:
+        """Change the engine's settings for this method's regime (batch size, steps, lr); default: unchanged.
+
+        For a method whose paper prescribes a training regime (ghost batch norm's update-matched large
+        batches); the run records what the engine actually did, so the cost stays visible.
+        """
+        return settings
+
     def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
-        """Change the architecture before training (default: unchanged)."""
+        """Change the architecture or the initial weights before training (default: unchanged).
+
+        `ctx.teacher` is the trained teacher, if the method declared one (initialise from it);
+        `ctx.extras["build_model"](name=None)` builds a fresh, untrained model of the benchmark's
+        architecture, or of the named one (an online peer or teacher).
+        """
         return model
+
+    def auxiliary_modules(self) -> Sequence[nn.Module]:
+        """Modules the engine trains with the model but never evaluates (an online teacher, a peer).
+
+        The engine moves them to the device, adds their parameters to the optimiser, averages their
+        gradients across workers and saves them in checkpoints. Build them in `prepare_model`.
+        """
+        return ()
+
+    def lr_schedule(self, total_steps: int, default: LRSchedule) -> LRSchedule:
+        """The learning-rate multiplier per step (default: the engine's warm-up + cosine, unchanged)."""
+        return default
+
+    # ---------------------------------------------------------------- each step
+
+    def candidate_batches(self) -> int:
+        """How many data-loader batches the engine draws per step; `select_batch` picks what to train on."""
+        return 1
+
+    def select_batch(self, model: nn.Module, candidates: Sequence[Batch], ctx: TrainContext) -> Batch:
+        """The batch to train on this step, from `candidate_batches()` candidates (default: the first)."""
+        return candidates[0]
 
     def training_loss(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx: TrainContext
     ) -> LossOutput:
         """The loss for one batch of augmented images in [0, 1] (default: cross-entropy)."""
         logits = model(images)
-        return LossOutput(F.cross_entropy(logits.float(), labels), logits=logits)
+        return LossOutput(labelled_cross_entropy(logits, labels), logits=logits)
+
+    def after_step(self, model: nn.Module, ctx: TrainContext) -> None:
+        """Runs after every optimiser step, without gradients (an EMA update, re-applying a pruning mask)."""
+
+    # ---------------------------------------------------------------- task streams and the end
+
+    def on_task_end(self, model: nn.Module, ctx: TrainContext) -> None:
+        """Runs when the task `ctx.task` of a task stream ends, before the next starts (no gradients)."""
+
+    def finalize(self, model: nn.Module, data: ImageArrays, ctx: TrainContext) -> nn.Module:
+        """The model to evaluate, after training: a post-training stage (prune, quantise, swap in an EMA).
+
+        `data` is the run's training split (for calibration). Default: the trained model, unchanged.
+        Efficiency metrics (parameters, FLOPs, latency) are measured on what this returns.
+        """
+        return model
+
+    # ---------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state a checkpoint must keep (a replay buffer, an EMA copy, masks); tensors on CPU."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned, when a run resumes from a checkpoint."""
+
+
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled images of the batch; 0 (with a gradient path) if none are.
+
+    Images with label `UNLABELLED` (a few-labels scenario) are skipped, so supervised methods use only
+    the labels they are given, and a batch without any gives no signal instead of NaN. No host sync.
+    """
+    total = F.cross_entropy(logits.float(), labels, ignore_index=UNLABELLED, reduction="sum")
+    return total / (labels != UNLABELLED).sum().clamp(min=1)
 
 
 MethodFactory = Callable[..., Method]

@@ -116,21 +116,46 @@ class FewDataSpec(Strict):
     n_per_class: int = Field(gt=0)
 
 
+class FewLabelsSpec(Strict):
+    """Semi-supervised: every training image stays, but only `n_per_class` of each class keep their label."""
+
+    n_per_class: int = Field(gt=0)
+
+
+class ContinualSpec(Strict):
+    """Class-incremental learning: the training split is cut into `tasks` tasks of consecutive classes,
+    trained one after another; rows gain average accuracy and forgetting (`harness.evaluation.continual`)."""
+
+    tasks: int = Field(ge=2)
+
+
 class ScenarioSpec(Strict):
-    """Corruptions of the training split only (tune_train, train); tune_val and test stay clean and balanced,
-    so scores remain comparable. Applied in the order few_data, imbalance, label_noise; `seed` makes tune
-    and final runs of every method see the same corrupted data."""
+    """Changes to the training split only (tune_train, train); tune_val and test stay clean and balanced,
+    so scores remain comparable. Applied in the order few_data, imbalance, label_noise, few_labels, then
+    cut into a task stream if `continual`; `seed` makes tune and final runs of every method see the same data."""
 
     seed: int = 0
     few_data: FewDataSpec | None = None
     imbalance: ImbalanceSpec | None = None
     label_noise: LabelNoiseSpec | None = None
+    few_labels: FewLabelsSpec | None = None
+    continual: ContinualSpec | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> ScenarioSpec:
-        if self.few_data is None and self.imbalance is None and self.label_noise is None:
-            raise ValueError("give at least one of 'few_data', 'imbalance', 'label_noise' (or drop 'scenario')")
+        if not self.model_dump(exclude={"seed"}, exclude_none=True):
+            raise ValueError("give at least one of 'few_data', 'imbalance', 'label_noise', 'few_labels', "
+                             "'continual' (or drop 'scenario')")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_steps(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # scenarios written before few_labels / continual existed keep their hashes
+        data = handler(self)
+        for optional in ("few_labels", "continual"):
+            if getattr(self, optional) is None:
+                data.pop(optional, None)
+        return data
 
 
 class BenchmarkSpec(Strict):
@@ -404,6 +429,11 @@ def _check_registry_names(suite: Suite, source: str | None) -> None:
                 raise SuiteError(f"benchmarks[{i}].scenario.label_noise.mapping",
                                  f"class {max(src, dst)} does not exist: '{bench.dataset}' has classes 0..{classes - 1}",
                                  source)
+        continual = bench.scenario.continual if bench.scenario else None
+        if continual is not None and continual.tasks > classes:
+            raise SuiteError(f"benchmarks[{i}].scenario.continual.tasks",
+                             f"{continual.tasks} tasks need at least one class each, but '{bench.dataset}' has "
+                             f"{classes} classes", source)
 
 
 def _check_protocols(suite: Suite, source: str | None) -> None:

@@ -67,8 +67,11 @@ def teacher_for(name: str) -> nn.Module | None:
 
 
 def context(teacher: nn.Module | None) -> TrainContext:
+    """What the jobs give `prepare_model` and the engine gives every hook (see `harness.jobs._train_method`)."""
+    extras = {"input_shape": (1, 8, 8), "teacher_model": "fast_cnn",
+              "build_model": lambda name=None: build_model(name or "fast_cnn", **TINY)}
     return TrainContext(step=0, total_steps=2, epoch=0, num_classes=NUM_CLASSES, device=CPU, teacher=teacher,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), extras=extras)
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -151,11 +154,13 @@ def test_method_trains_two_steps_through_the_engine(name: str) -> None:
     before = {key: value.detach().clone() for key, value in model.named_parameters()}
     teacher_before = [p.clone() for p in teacher.parameters()] if teacher is not None else []
 
-    stats = train(model, method, tiny_images(), TrainSettings(steps=2, batch_size=16),
-                  num_classes=NUM_CLASSES, device=CPU, teacher=teacher)
+    ctx = context(teacher)
+    settings = method.adjust_settings(TrainSettings(steps=2, batch_size=16), 64)
+    stats = train(model, method, tiny_images(), settings, num_classes=NUM_CLASSES, device=CPU, teacher=teacher,
+                  extras=ctx.extras)
 
-    assert stats.steps == 2
-    assert stats.samples_seen == 32
+    assert stats.steps == settings.steps
+    assert stats.samples_seen == settings.steps * settings.batch_size
     assert math.isfinite(stats.last_loss)
     assert stats.last_loss > 0
     changed = [key for key, value in model.named_parameters() if not torch.equal(value.detach(), before[key])]
@@ -165,6 +170,29 @@ def test_method_trains_two_steps_through_the_engine(name: str) -> None:
     assert not model.training  # the engine hands the model back in eval mode
     if teacher is not None:
         assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_method_finalize_returns_a_model_giving_class_logits(name: str) -> None:
+    """After two steps, `finalize` (a post-training stage, or nothing) returns what gets evaluated."""
+    method = build_method(name)
+    teacher = teacher_for(name)
+    ctx = context(teacher)
+    model = method.prepare_model(tiny_model(seed=0), ctx)
+    data = tiny_images()
+    train(model, method, data, TrainSettings(steps=2, batch_size=16), num_classes=NUM_CLASSES, device=CPU,
+          teacher=teacher, extras=ctx.extras)
+    final = method.finalize(model, data, TrainContext(**{**ctx.__dict__, "step": 2}))
+    assert isinstance(final, nn.Module)
+    with torch.no_grad():
+        logits = final.eval()(data.images[:4].float() / 255.0)
+    assert tuple(logits.shape) in ((4, NUM_CLASSES), (4, NUM_CLASSES + 1))
+    assert bool(torch.isfinite(logits).all())
+    state = method.state_dict()  # checkpointable: torch.save round-trips it and load_state_dict accepts it
+    buffer = __import__("io").BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    method.load_state_dict(torch.load(buffer, weights_only=False))
 
 
 def test_engine_training_is_deterministic_for_a_seed() -> None:

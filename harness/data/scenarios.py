@@ -1,4 +1,4 @@
-"""Benchmark scenarios: few data, long-tailed class imbalance and label noise on a training split.
+"""Benchmark scenarios: few data, long-tailed class imbalance, label noise and hidden labels on a training split.
 
 Pure functions on `ImageArrays`: each returns new arrays plus a small JSON-able record of what it
 did, is seeded by an explicit seed, and never writes into its input (the raw splits are cached and
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.data.sources import ImageArrays
+from harness.data.sources import UNLABELLED, ImageArrays
 from harness.errors import HarnessInputError
 
 if TYPE_CHECKING:
@@ -178,6 +178,27 @@ def asymmetric_label_noise(arrays: ImageArrays, rate: float, num_classes: int, s
     return ImageArrays(arrays.images, noisy), record
 
 
+# ---------------------------------------------------------------- hidden labels (semi-supervised)
+
+
+def few_labels(arrays: ImageArrays, n_per_class: int, num_classes: int, seed: int) -> tuple[ImageArrays, Record]:
+    """Keep the labels of `n_per_class` random examples of every class and hide the others (`UNLABELLED`).
+
+    Every image stays: the hidden ones are the unlabelled pool of semi-supervised learning. Supervised
+    losses skip them (`harness.method.labelled_cross_entropy`), so ERM trains on the labelled few.
+    """
+    counts = class_counts(arrays.labels, num_classes)
+    if n_per_class <= 0 or min(counts) < n_per_class:
+        raise ScenarioError(f"few_labels.n_per_class={n_per_class} must lie in 1..{min(counts)} "
+                            f"(the smallest class count of the split)")
+    members = _shuffled_members(arrays.labels, num_classes, _generator(seed))
+    hidden = torch.cat([m[n_per_class:] for m in members])
+    labels = arrays.labels.clone()  # never write into the cached split
+    labels[hidden] = UNLABELLED
+    return ImageArrays(arrays.images, labels), {"n_per_class": n_per_class, "labelled": len(labels) - len(hidden),
+                                                "unlabelled": len(hidden)}
+
+
 # ---------------------------------------------------------------- a whole scenario
 
 
@@ -198,19 +219,23 @@ def _planned_steps(scenario: ScenarioSpec, num_classes: int) -> list[tuple[str, 
     elif noise is not None:
         steps.append(("label_noise",
                       lambda a, seed: asymmetric_label_noise(a, noise.rate, num_classes, seed, noise.mapping)))
+    if (hide := scenario.few_labels) is not None:
+        steps.append(("few_labels", lambda a, seed: few_labels(a, hide.n_per_class, num_classes, seed)))
     return steps
 
 
 def apply_scenario(arrays: ImageArrays, scenario: ScenarioSpec, num_classes: int) -> tuple[ImageArrays, Record]:
-    """Apply every step the scenario names, in the order few_data, imbalance, label_noise.
+    """Apply every step the scenario names, in the order few_data, imbalance, label_noise, few_labels.
 
     The record holds the scenario seed, the steps in the order applied, sizes and class counts before
-    and after (after label noise these are counts of the noisy labels), and one sub-record per step.
+    and after (after label noise these are counts of the noisy labels; after few_labels, of the labels
+    left visible), and one sub-record per step. A task stream (`continual`) is cut later, by the job.
     """
     record: Record = {"seed": scenario.seed, "steps": [], "size_before": len(arrays),
                       "class_counts_before": class_counts(arrays.labels, num_classes)}
     for name, transform in _planned_steps(scenario, num_classes):
         arrays, record[name] = transform(arrays, step_seed(scenario.seed, name))
         record["steps"].append(name)
-    record.update(size_after=len(arrays), class_counts=class_counts(arrays.labels, num_classes))
+    visible = arrays.labels[arrays.labels != UNLABELLED]
+    record.update(size_after=len(arrays), class_counts=class_counts(visible, num_classes))
     return arrays, record

@@ -42,6 +42,9 @@ class DatasetInfo:
     crop_padding: int  # zero padding for random-crop augmentation
 
 
+UNLABELLED = -100  # the label of an image whose label a scenario hides (F.cross_entropy's ignore_index)
+
+
 @dataclass(frozen=True)
 class ImageArrays:
     """A whole split in memory as uint8 NCHW images and int64 labels (4x smaller than float)."""
