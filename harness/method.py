@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,21 @@ LRSchedule = Callable[[int], float]         # step -> learning-rate multiplier
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What the paper says the method buys, in a form the harness can check against the tuned `erm`.
+
+    `better`: the method beats erm on `metric` (the paired 95% interval over seeds excludes zero on
+    the good side). `no_worse`: it loses at most `margin` on `metric` (a compression method that keeps
+    accuracy, while its cost columns show the saving). `dashboards.claims` renders the verdicts.
+    """
+
+    text: str                                   # the paper's claim, as the catalogue states it
+    metric: str = "test/accuracy"               # the result-row column the claim is about
+    kind: Literal["better", "no_worse"] = "better"
+    margin: float = 0.0                         # for no_worse: the largest loss still in line with the claim
+
+
+@dataclass(frozen=True)
 class MethodInfo:
     """Who a method is, and what it needs from the harness."""
 
@@ -40,6 +55,7 @@ class MethodInfo:
     modifies_model: bool = False  # `prepare_model` changes the architecture
     stochastic: bool = False      # predictions are random at test time (attacks must use EOT)
     cost_factor: float = 1.0      # rough forward+backward passes per step, relative to ERM
+    claim: Claim | None = None    # what its paper claims, re-tested in docs/claims.md
 
 
 class MethodConfig(BaseModel):

@@ -4,7 +4,9 @@ and the abstain output with the deep gamblers loss. Defines functions only; regi
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -88,3 +90,52 @@ def gambler_loss(logits: torch.Tensor, targets: torch.Tensor, payoff: float, num
     if targets.ndim == 1:
         return -class_log_probs.gather(1, targets.unsqueeze(1)).mean()
     return -(targets * class_log_probs).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------- initialisation from the teacher
+
+
+def copy_teacher_weights(model: nn.Module, ctx: TrainContext, method: str) -> nn.Module:
+    """Load the trained teacher's parameters and buffers into `model` (same architecture) and return it.
+
+    For the methods that fine-tune a pre-trained network: the harness's teacher is that network, so the
+    benchmark must declare `teacher.model` equal to its `model`. The copy shares no storage with the
+    teacher, which stays frozen; the model's parameters keep `requires_grad`.
+    """
+    if ctx.teacher is None:
+        raise RuntimeError(f"{method} fine-tunes the benchmark's teacher; the benchmark must declare a teacher")
+    source, target = ctx.teacher.state_dict(), model.state_dict()
+    mismatched = sorted(set(source) ^ set(target))
+    mismatched += sorted(k for k in set(source) & set(target) if source[k].shape != target[k].shape)
+    if mismatched:
+        raise ValueError(
+            f"{method} starts from the teacher's weights, but the teacher ({type(ctx.teacher).__name__}) and the "
+            f"model ({type(model).__name__}) differ in {len(mismatched)} tensors (e.g. {mismatched[:3]}): "
+            f"declare the benchmark's teacher.model equal to its model ({ctx.extras.get('teacher_model')!r} "
+            "is declared now)")
+    model.load_state_dict(source)
+    return model
+
+
+# ---------------------------------------------------------------- side-effect-free extra forward passes
+
+
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase,)
+
+
+@contextlib.contextmanager
+def preserved_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """Run forward passes that must not count towards the normalisation layers' running statistics.
+
+    A method that scores or probes batches with an extra train-mode forward (hard-batch selection, a
+    look-ahead step) would otherwise update BatchNorm's running mean and variance more often than ERM
+    does; this restores them (and the batch counter) on exit.
+    """
+    saved = [(buffer, buffer.detach().clone()) for module in model.modules() if isinstance(module, _NORM_LAYERS)
+             for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)

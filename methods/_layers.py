@@ -95,3 +95,18 @@ def swap_activations(model: nn.Module, build: Callable[[int], nn.Module]) -> int
         raise ValueError(f"found {relus} ReLUs but could place only {len(sites) + 2 * blocks}: "
                          "an activation without a preceding conv/norm layer cannot be swapped")
     return len(sites) + 2 * blocks
+
+
+def forward_with_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate features [B, D], logits) of one forward pass: the features are the input of the
+    classifier (the last `nn.Linear`), caught by a forward hook that is removed again afterwards."""
+    caught: list[torch.Tensor] = []
+    _, _, classifier = output_layer(model)
+    handle = classifier.register_forward_hook(lambda module, inputs, output: caught.append(inputs[0]))
+    try:
+        logits = model(images)
+    finally:
+        handle.remove()
+    if len(caught) != 1:
+        raise ValueError(f"the classifier ran {len(caught)} times in one forward pass; expected once")
+    return caught[0].flatten(1), logits

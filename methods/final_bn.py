@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from methods._layers import output_layer
 
 
@@ -48,6 +48,7 @@ class FinalBatchNorm(Method):
         paper="Kocaman, Shir, Bäck, Improving Model Accuracy for Imbalanced Image Classification Tasks by "
               "Adding a Final Batch Normalization Layer: An Empirical Study, ICPR 2020",
         modifies_model=True,
+        claim=Claim("a BatchNorm before the output layer fixes minority classes on imbalanced data (minority F1 0.29 -> 0.95, VGG19)"),
     )
     Config = FinalBNConfig
     search_space = {}  # the paper has no hyper-parameter; the tuner spends its trials on lr and wd

@@ -6,24 +6,31 @@ samples and normalises each with its own mean and variance, so a large batch see
 statistics of small ones; the running statistics are updated once per ghost batch, in order (our
 reading of the paper's Algorithm 1). At test time it is the ordinary BatchNorm with those statistics.
 
-The paper's other half, the "update-matched" regime, trains a large batch B_L for as many parameter
-updates as the small-batch baseline B_S (epochs x B_L / B_S) with the learning rate scaled by
-sqrt(B_L / B_S). A method cannot change either here: the engine owns steps and learning rate. We
-assume the benchmark states its budget in steps (updates), which matches updates across methods,
-and that the tuner's learning-rate search absorbs the sqrt scaling. The full regime needs an engine
-hook, not there yet, letting a method adjust `TrainSettings` (steps x B_L / B_S, lr x sqrt(B_L / B_S)).
+The paper's other half is the "update-matched" regime: a large batch B_L trained for as many parameter
+updates as the small-batch baseline B_S makes in its budget (so B_L / B_S times the epochs), with the
+learning rate scaled by sqrt(B_L / B_S). With `large_batch` = B_L set, `adjust_settings` does exactly that:
+B_S is the benchmark's batch size, the steps are `total_steps` at B_S, and the tuned lr is multiplied by
+sqrt(B_L / B_S). The run's samples seen and FLOPs then show the regime's cost (B_L / B_S times ERM's).
+With `large_batch` unset (the default) the engine's settings are unchanged and only the layer differs.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import Choice
 from methods._layers import replace_modules
+
+if TYPE_CHECKING:
+    from harness.engine import TrainSettings
 
 
 class GhostBatchNorm2d(nn.BatchNorm2d):
@@ -53,6 +60,19 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
 class GhostBNConfig(MethodConfig):
     ghost_batch_size: int = Field(32, ge=2, description="samples per ghost batch (the paper uses 128)")
+    large_batch: int | None = Field(None, ge=2, description="B_L of the update-matched regime (None: regime off, "
+                                    "train at the benchmark's batch size)")
+
+
+def update_matched(settings: TrainSettings, num_samples: int, large_batch: int) -> TrainSettings:
+    """Batch B_L, the small-batch baseline's number of updates, and the lr scaled by sqrt(B_L / B_S)."""
+    small_batch = settings.batch_size
+    if large_batch < small_batch:
+        raise ValueError(f"large_batch ({large_batch}) must be at least the benchmark's batch size ({small_batch})")
+    if large_batch > num_samples:
+        raise ValueError(f"large_batch ({large_batch}) exceeds the {num_samples} training examples")
+    return dataclasses.replace(settings, batch_size=large_batch, steps=settings.total_steps(num_samples),
+                               epochs=None, lr=settings.lr * math.sqrt(large_batch / small_batch))
 
 
 @register_method
@@ -65,9 +85,14 @@ class GhostBatchNorm(Method):
         paper="Hoffer, Hubara, Soudry, Train longer, generalize better: closing the generalization gap "
               "in large batch training of neural networks, NeurIPS 2017",
         modifies_model=True,
+        claim=Claim("ghost batch norm (with regime adaptation) closes the large-batch generalisation gap (qualitative)"),
     )
     Config = GhostBNConfig
     search_space = {"ghost_batch_size": Choice(choices=(16, 32, 64, 128))}
+
+    def adjust_settings(self, settings: TrainSettings, num_samples: int) -> TrainSettings:
+        large_batch = self.config.large_batch
+        return settings if large_batch is None else update_matched(settings, num_samples, large_batch)
 
     def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
         size = self.config.ghost_batch_size

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 
 
@@ -35,6 +35,7 @@ class KnowledgeDistillation(Method):
         paper="Hinton, Vinyals, Dean, Distilling the Knowledge in a Neural Network, NeurIPS DL Workshop 2015",
         needs_teacher=True,
         cost_factor=1.3,
+        claim=Claim("a student distilled from a larger teacher beats the same student trained on the labels alone"),
     )
     Config = KDConfig
     search_space = {"temperature": FloatRange(low=1.0, high=8.0, log=True), "alpha": FloatRange(low=0.1, high=0.95)}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 
 
@@ -27,6 +27,7 @@ class LabelSmoothing(Method):
         name="label_smoothing",
         summary="Cross-entropy against targets mixed with the uniform distribution.",
         paper="Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016",
+        claim=Claim("smoothing the one-hot targets improves top-1 accuracy (Inception-v3, ImageNet: -0.2% top-1 error)"),
     )
     Config = LabelSmoothingConfig
     search_space = {"smoothing": FloatRange(low=0.0, high=0.3)}

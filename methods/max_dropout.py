@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from harness.method import Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 from methods._layers import swap_activations
 
@@ -54,6 +54,7 @@ class MaxDropoutMethod(Method):
         paper="do Santos, Colombo, Roder, Papa, MaxDropout: Deep Neural Network Regularization Based on "
               "Maximum Output Values, ICPR 2020",
         modifies_model=True,
+        claim=Claim("MaxDropout improves a network when it replaces Dropout"),
     )
     Config = MaxDropoutConfig
     search_space = {"rate": FloatRange(low=0.05, high=0.5)}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange, IntRange
 from methods._layers import output_layer
 
@@ -56,7 +56,8 @@ class MultiSampleDropout(Method):
         summary="S dropout masks before a shared classifier; the loss is the mean of the S losses.",
         paper="Inoue, Multi-Sample Dropout for Accelerated Training and Better Generalization, arXiv 2019",
         modifies_model=True,
-        cost_factor=1.05,  # the S extra passes cover only the output layer
+        cost_factor=1.05,  # the S extra passes cover only the output layer,
+        claim=Claim("multi-sample dropout trains faster and reaches a lower error (no numbers)"),
     )
     Config = MultiSampleDropoutConfig
     search_space = {"samples": IntRange(low=2, high=8), "rate": FloatRange(low=0.1, high=0.6)}

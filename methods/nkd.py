@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 from methods._common import drop_target_column, non_target_log_softmax, teacher_logits
 
@@ -51,7 +51,8 @@ class NormalizedKD(Method):
         paper="Yang et al., From Knowledge Distillation to Self-Knowledge Distillation: A Unified Approach with "
               "Normalized Loss and Customized Soft Labels, ICCV 2023",
         needs_teacher=True,
-        cost_factor=1.3,  # one no-grad teacher forward per step
+        cost_factor=1.3,  # one no-grad teacher forward per step,
+        claim=Claim("normalized KD beats plain training (ResNet-18 from ResNet-34 on ImageNet: 69.90% -> 71.96% top-1)"),
     )
     Config = NKDConfig
     search_space = {"temperature": FloatRange(low=1.0, high=4.0, log=True), "gamma": FloatRange(low=0.5, high=4.0)}

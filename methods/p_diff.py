@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 
 
@@ -59,6 +59,7 @@ class PDiff(Method):
         summary="P-DIFF: drop examples in the low tail of the probability-difference distribution (label noise).",
         paper="Hu, Zhao, Huang, Zhang, P-DIFF: Learning Classifier with Noisy Labels based on Probability "
               "Difference Distributions, ICPR 2020",
+        claim=Claim("P-DIFF sample selection learns better from noisy labels than the alternatives (qualitative)"),
     )
     Config = PDiffConfig
     search_space = {"ramp_fraction": FloatRange(low=0.05, high=0.5), "saturation": FloatRange(low=0.7, high=0.99)}

@@ -27,7 +27,7 @@ from torch import nn
 
 from harness.data import DATASETS
 from harness.engine import TrainSettings, build_optimizer, warmup_cosine
-from harness.method import Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.models import Normalize
 from harness.search_space import FloatRange, IntRange
 from methods._layers import output_layer
@@ -119,6 +119,7 @@ class PerlinInit(Method):
         name="perlin_init",
         summary="Initialise by pre-training to classify Perlin noise by complexity (no real images).",
         paper="Initialization Using Perlin Noise, ICPR 2020 (catalogue seed 002; authors not recorded)",
+        claim=Claim("Perlin-noise pre-initialisation beats conventional initialisations (no numbers)"),
     )
     Config = PerlinInitConfig
     # `steps` stays fixed: pre-training compute is not yet charged to the run's budget

@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.evaluation.attacks import pgd_linf
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 
 
@@ -35,6 +35,7 @@ class PGDAdversarialTraining(Method):
         summary="Madry PGD-L-inf adversarial training (random start, k steps).",
         paper="Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018",
         cost_factor=4.0,
+        claim=Claim("PGD adversarial training buys robust accuracy under PGD-L-inf attacks", metric="test/pgd_linf_accuracy"),
     )
     Config = PGDATConfig
     search_space = {"clean_weight": FloatRange(low=0.0, high=0.5)}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 from methods._common import teacher_logits
 
@@ -53,7 +53,8 @@ class PlackettLuceDistillation(Method):
         summary="Plackett-Luce distillation: teacher-weighted likelihood of the label-first teacher ranking.",
         paper="Bassam, Zhu, Bian, PLD: A Choice-Theoretic List-Wise Knowledge Distillation, arXiv 2025",
         needs_teacher=True,
-        cost_factor=1.3,  # one no-grad teacher forward per step; the sort is O(K log K) per example
+        cost_factor=1.3,  # one no-grad teacher forward per step; the sort is O(K log K) per example,
+        claim=Claim("progressive label distillation gives consistent gains over the student trained alone"),
     )
     Config = PLDConfig
     search_space = {"temperature": FloatRange(low=0.5, high=4.0, log=True)}

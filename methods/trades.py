@@ -19,7 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.evaluation.attacks import default_pgd_step_size
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 
 
@@ -80,7 +80,8 @@ class TRADES(Method):
         name="trades",
         summary="TRADES: clean CE + beta * KL(f(x) || f(x')) with x' a PGD maximiser of that KL.",
         paper="Zhang et al., Theoretically Principled Trade-off between Robustness and Accuracy, ICML 2019",
-        cost_factor=5.3,  # at the default 3 steps: 3 attack passes, a no-grad clean forward, 2 trained passes
+        cost_factor=5.3,  # at the default 3 steps: 3 attack passes, a no-grad clean forward, 2 trained passes,
+        claim=Claim("TRADES improves robust accuracy under PGD-L-inf (and trades it against clean accuracy)", metric="test/pgd_linf_accuracy"),
     )
     Config = TRADESConfig
     search_space = {"beta": FloatRange(low=1.0, high=10.0, log=True)}

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 from methods._common import drop_target_column, non_target_log_softmax
 
@@ -112,7 +112,8 @@ class UniversalSelfKD(Method):
         paper="Yang et al., From Knowledge Distillation to Self-Knowledge Distillation: A Unified Approach with "
               "Normalized Loss and Customized Soft Labels, ICCV 2023",
         modifies_model=True,
-        cost_factor=1.0,  # one extra linear layer on a pooled feature map
+        cost_factor=1.0,  # one extra linear layer on a pooled feature map,
+        claim=Claim("teacher-free USKD beats plain training (+1.17% MobileNet, +0.55% DeiT-Tiny on ImageNet) at negligible cost"),
     )
     Config = USKDConfig
     search_space = {

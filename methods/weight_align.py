@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from harness.method import Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import Choice
 from methods._layers import replace_modules
 
@@ -73,6 +73,7 @@ class WeightAlign(Method):
         summary="Filters normalised by their own mean and sqrt(N)-scaled std (no sample statistics).",
         paper="Shi, Li, Liu, van Gemert, WeightAlign: Normalizing Activations by Weight Alignment, ICPR 2020",
         modifies_model=True,
+        claim=Claim("WeightAlign normalisation trains as well as BatchNorm, independently of the batch size (qualitative)", kind="no_worse", margin=0.005),
     )
     Config = WeightAlignConfig
     search_space = {"batch_norm": Choice(choices=(True, False))}

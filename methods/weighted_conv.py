@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from harness.method import Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 from methods._layers import replace_modules
 
@@ -65,6 +65,7 @@ class WeightedConvolution(Method):
         summary="Kernels scaled by a fixed spatial density phi phi^T, phi = [d, 1, d] (same parameters).",
         paper="Cammarasana, Patanè, Optimal Weighted Convolution for Classification and Denoising, arXiv 2025",
         modifies_model=True,
+        claim=Claim("weighted convolutions beat standard ones (VGG on CIFAR-100: 66.94% vs 56.89%)"),
     )
     Config = WeightedConvConfig
     search_space = {"density": FloatRange(low=0.5, high=1.5)}

@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.evaluation.attacks import default_pgd_step_size
-from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
 from harness.search_space import FloatRange
 
 
@@ -58,7 +58,8 @@ class MultiplicativeAdversarialTraining(Method):
         name="xat",
         summary="xAT: adversarial training on per-pixel multiplicative perturbations x * m, m in [1-eps, 1+eps].",
         paper="Yang, Ji, Learning with Multiplicative Perturbations, ICPR 2020",
-        cost_factor=3.0,  # at the default 1 step: 1 attack pass and 2 trained passes (clean and perturbed)
+        cost_factor=3.0,  # at the default 1 step: 1 attack pass and 2 trained passes (clean and perturbed),
+        claim=Claim("multiplicative adversarial training matches or beats additive AT accuracy, about 30% faster"),
     )
     Config = XATConfig
     search_space = {"epsilon": FloatRange(low=0.1, high=1.0), "adversarial_weight": FloatRange(low=0.2, high=1.0)}

@@ -226,3 +226,71 @@ def forward_peak_memory(model: torch.nn.Module, batch: torch.Tensor, *, repeats:
     if any(growth is None for growth in growths):
         return math.nan, "unavailable"
     return float(min(growths)), kind
+
+
+# ---------------------------------------------------------------- compression (pruning, quantisation)
+
+WEIGHT_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+DEFAULT_WEIGHT_BITS = 32
+
+
+def weight_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(name, module) of every convolution and linear layer (subclasses included): what pruning thins."""
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, WEIGHT_LAYERS)]
+
+
+def nonzero_parameter_count(model: torch.nn.Module) -> int:
+    """Parameters that are not exactly zero, over every parameter `parameter_count` counts."""
+    return sum(int(torch.count_nonzero(parameter.detach())) for parameter in model.parameters())
+
+
+def weight_sparsity(model: torch.nn.Module) -> float:
+    """Fraction of the conv/linear weights that are exactly zero (biases and norm parameters excluded)."""
+    layers = weight_layers(model)
+    total = sum(module.weight.numel() for _, module in layers)
+    zeros = sum(module.weight.numel() - int(torch.count_nonzero(module.weight.detach())) for _, module in layers)
+    return zeros / total if total else 0.0
+
+
+def weight_bytes(model: torch.nn.Module) -> float:
+    """Bytes to store the nonzero conv/linear weights at each layer's `weight_bits` (default 32).
+
+    A quantised layer declares its precision by carrying a `weight_bits` attribute. Not counted: biases
+    and normalisation parameters (a few floats per channel), quantisation scales, and the indices a
+    sparse storage format would add.
+    """
+    return sum(int(torch.count_nonzero(module.weight.detach())) * getattr(module, "weight_bits", DEFAULT_WEIGHT_BITS)
+               for _, module in weight_layers(model)) / 8.0
+
+
+def sparse_forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -> float:
+    """`forward_flops` with each conv/linear layer's FLOPs scaled by the density of its weight.
+
+    What a sparse kernel would execute if it skipped every multiply-add with a zero weight and nothing
+    else (no indexing overhead, zero activations not exploited); every other operation is counted dense.
+    Each layer's dense FLOPs are measured by the same `FlopCounterMode` pass that gives the total.
+    """
+    layers = weight_layers(model)
+    per_layer: dict[str, float] = {}
+    started: dict[str, float] = {}
+    example = torch.zeros((1, *input_shape), device=model_device(model), dtype=model_float_dtype(model))
+    with FlopCounterMode(display=False) as counter:
+        handles = []
+        for name, module in layers:
+            handles.append(module.register_forward_pre_hook(
+                lambda _m, _i, name=name: started.__setitem__(name, counter.get_total_flops())))
+            handles.append(module.register_forward_hook(
+                lambda _m, _i, _o, name=name: per_layer.__setitem__(
+                    name, per_layer.get(name, 0.0) + counter.get_total_flops() - started[name])))
+        try:
+            with eval_mode(model), torch.no_grad():
+                model(example)
+        finally:
+            for handle in handles:
+                handle.remove()
+        total = float(counter.get_total_flops())
+    for name, module in layers:
+        weight = module.weight.detach()
+        density = int(torch.count_nonzero(weight)) / max(1, weight.numel())
+        total -= per_layer.get(name, 0.0) * (1.0 - density)
+    return total

@@ -1,4 +1,5 @@
-"""The cost metrics `params`, `flops`, `latency`, `throughput` and `memory`, with their protocol on the row.
+"""The cost metrics `params`, `flops`, `latency`, `throughput`, `memory` and `compression`, with their protocol
+on the row.
 
 A cost number is only comparable with the conditions it was measured under, so each group records them as
 columns beside the numbers (codes decode with `efficiency.code_name`):
@@ -12,7 +13,11 @@ columns beside the numbers (codes decode with `efficiency.code_name`):
   `throughput/{warmup,iters,threads,device_code,dtype_code}`;
 - `memory/peak_bytes`: what one forward pass of the throughput batch adds to the memory already in use,
   on the evaluation device; `memory/kind_code` says how it was measured (see `efficiency`), and
-  `memory/batch_size`.
+  `memory/batch_size`;
+- `model/nonzero_params`, `model/sparsity` (zero conv/linear weights), `model/sparse_flops` (forward FLOPs
+  per image if a sparse kernel skipped every zero weight's multiply-adds and nothing else) and
+  `model/weight_bytes` (nonzero conv/linear weights at each layer's `weight_bits`, default 32): what a
+  pruned or quantised model saves (see `efficiency.sparse_forward_flops` and `efficiency.weight_bytes`).
 """
 
 from __future__ import annotations
@@ -113,4 +118,21 @@ def _memory(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
         "memory/peak_bytes": peak,
         "memory/kind_code": float(efficiency.MEMORY_KINDS[kind]),
         "memory/batch_size": float(batch_size),
+    }
+
+
+@metric(
+    "compression",
+    "What pruning and quantisation saved: nonzero parameters, the fraction of zero conv/linear weights, "
+    "forward FLOPs per image with each conv/linear layer scaled by its weight density (an ideal sparse "
+    "kernel), and the bytes of the nonzero conv/linear weights at each layer's `weight_bits` (default 32).",
+    "model/nonzero_params", "model/sparsity", "model/sparse_flops", "model/weight_bytes",
+)  # fmt: skip
+def _compression(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
+    model = inputs.model
+    return {
+        "model/nonzero_params": float(efficiency.nonzero_parameter_count(model)),
+        "model/sparsity": efficiency.weight_sparsity(model),
+        "model/sparse_flops": efficiency.sparse_forward_flops(model, tuple(inputs.images.shape[1:])),
+        "model/weight_bytes": efficiency.weight_bytes(model),
     }

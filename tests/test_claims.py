@@ -1,0 +1,76 @@
+"""docs/claims.md: verdict rules on known intervals, and the page built from a real result store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dashboards.claims import claim_rows, main, verdict
+from harness.method import Claim
+from harness.store import ResultStore
+
+BETTER = Claim("beats erm")
+NO_WORSE = Claim("keeps accuracy", kind="no_worse", margin=0.01)
+LOWER = Claim("lower risk", metric="test/aurc")
+
+
+@pytest.mark.parametrize(("claim", "low", "high", "expected"), [
+    (BETTER, 0.001, 0.02, "holds"),
+    (BETTER, -0.01, 0.02, "not at this scale"),
+    (BETTER, -0.03, -0.001, "contradicted"),
+    (NO_WORSE, -0.009, 0.004, "holds"),          # loses at most 0.9 points: within the 1-point margin
+    (NO_WORSE, -0.02, 0.0, "not at this scale"),
+    (NO_WORSE, -0.05, -0.02, "contradicted"),
+    (LOWER, -0.02, -0.01, "holds"),              # aurc: lower is better, so a negative difference is a gain
+    (LOWER, 0.01, 0.02, "contradicted"),
+    (BETTER, float("nan"), float("nan"), "not measured"),
+])
+def test_verdict_rules(claim: Claim, low: float, high: float, expected: str) -> None:
+    assert verdict(claim, low, high) == expected
+
+
+def write_run(root: Path) -> Path:
+    """A suite run with erm, kd (+2 points in every seed) and label_smoothing (+-0.5, no consistent gain)."""
+    run_dir = root / "distill" / "0123456789abcdef"
+    suite = {"name": "distill", "benchmarks": [{"name": "fm", "dataset": "fashion_mnist", "model": "fast_cnn",
+                                                "budget": {"epochs": 1}, "tuning_budget": {"steps": 200},
+                                                "scenario": {"seed": 0, "label_noise": {"kind": "symmetric",
+                                                                                        "rate": 0.4}}}],
+             "methods": [{"name": "erm"}, {"name": "kd"}, {"name": "label_smoothing", "label": "ls"}],
+             "tuning": {"trials": 3}, "final": {"seeds": [0, 1, 2]}}
+    run_dir.mkdir(parents=True)
+    (run_dir / "suite.yaml").write_text(yaml.safe_dump(suite))
+    store = ResultStore(run_dir)
+    base = {0: 0.80, 1: 0.82, 2: 0.81}
+    effects = {"erm": (0.0, 0.0, 0.0), "kd": (0.02, 0.021, 0.019), "ls": (0.005, -0.005, 0.001)}
+    for method, effect in effects.items():
+        for seed, delta in zip(base, effect, strict=True):
+            store.write({"row_id": f"final:holdout:fm:{method}:s{seed}", "phase": "final", "status": "ok",
+                         "benchmark": "fm", "protocol": "holdout", "method": method, "seed": seed,
+                         "test/accuracy": base[seed] + delta})
+    return run_dir
+
+
+def test_claim_rows_pair_by_seed_and_judge(tmp_path: Path) -> None:
+    rows = {row.method: row for row in claim_rows(write_run(tmp_path), tmp_path)}
+    assert set(rows) == {"kd", "ls"}  # erm is the baseline; a label maps back to its method's claim
+    kd = rows["kd"]
+    assert kd.difference == pytest.approx(0.02) and kd.seeds == 3
+    assert kd.verdict == "holds" and kd.baseline_mean == pytest.approx(0.81)
+    assert rows["ls"].verdict == "not at this scale"
+    assert kd.budget == ("fashion_mnist, fast_cnn, 1 ep; tune 3x200 steps; 3 seeds; "
+                         "scenario: label_noise kind=symmetric, rate=0.4")
+    assert kd.command == f"python -m harness.run suites/distill.yaml --out {tmp_path}"
+
+
+def test_main_writes_the_page_and_refuses_an_empty_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_run(tmp_path / "runs")
+    out = tmp_path / "claims.md"
+    assert main([str(tmp_path / "runs"), "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "| `kd` |" in page and "**holds**" in page and "**not at this scale**" in page
+    assert "| 83.00 [" in page  # kd's mean accuracy in %, (0.82 + 0.841 + 0.829) / 3
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert "no suite run" in capsys.readouterr().err
