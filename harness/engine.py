@@ -290,6 +290,8 @@ class _Loop:
         """The method's task-end hook, then the caller's (its value is kept in `stats.task_results`)."""
         with torch.no_grad():
             self.method.on_task_end(_inner(self.model), self.context(task))
+            if self.world_size > 1:
+                _broadcast_from_rank0(_inner(self.model))  # a hook's change (an aligned head) must not drift
         if on_task_end is not None:
             self.stats.task_results.append(on_task_end(task, _inner(self.model)))
         self.model.train()
@@ -310,6 +312,15 @@ def _groups(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
             group = []
     if group:
         yield group
+
+
+def _broadcast_from_rank0(model: nn.Module) -> None:
+    """Make every worker's parameters and buffers equal to rank 0's (after a hook changed them outside DDP)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        for tensor in (*model.parameters(), *model.buffers()):
+            dist.broadcast(tensor.data, src=0)
 
 
 def _average_gradients(modules: Sequence[nn.Module], world_size: int) -> None:

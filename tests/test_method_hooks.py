@@ -329,3 +329,30 @@ def test_suite_rejects_more_tasks_than_classes() -> None:
              "methods": [{"name": "erm"}]}
     with pytest.raises(SuiteError, match=r"benchmarks\[0\]\.scenario\.continual\.tasks"):
         validate_suite(suite)
+
+
+def _broadcast_worker(rank: int, init_file: str, results: Any) -> None:
+    import torch.distributed as dist
+
+    from harness.engine import _broadcast_from_rank0
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        model = nn.BatchNorm1d(3)
+        with torch.no_grad():
+            model.weight.fill_(float(rank + 1))
+            model.running_mean.fill_(float(10 * (rank + 1)))
+        _broadcast_from_rank0(model)
+        results[rank] = (model.weight.tolist(), model.running_mean.tolist())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_task_end_hook_change_is_broadcast_from_rank_0(tmp_path: Any) -> None:
+    """With several workers, what `on_task_end` did on rank 0 (a re-aligned head) replaces every worker's copy."""
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_broadcast_worker, args=(str(tmp_path / "rendezvous"), results), nprocs=2, join=True)
+        assert results[0] == results[1] == ([1.0, 1.0, 1.0], [10.0, 10.0, 10.0])
