@@ -74,3 +74,25 @@ def test_main_writes_the_page_and_refuses_an_empty_root(tmp_path: Path, capsys: 
     assert "| 83.00 [" in page  # kd's mean accuracy in %, (0.82 + 0.841 + 0.829) / 3
     assert main([str(tmp_path / "nothing")]) == 2
     assert "no suite run" in capsys.readouterr().err
+
+
+def test_publish_keeps_the_run_essentials_and_one_plotly(tmp_path: Path) -> None:
+    from dashboards.page import build_dashboard
+    from dashboards.publish import main as publish
+    from harness.store import read_results
+
+    run_dir = write_run(tmp_path / "runs")
+    (run_dir / "ray_train").mkdir()  # Ray's scratch: never published
+    (run_dir / "ray_train" / "checkpoint.pt").write_bytes(b"x" * 100)
+    build_dashboard(run_dir)
+    dest = tmp_path / "docs" / "leaderboard"
+    assert publish([str(tmp_path / "runs"), str(dest)]) == 0
+    target = dest / "distill" / "0123456789abcdef"
+    assert sorted(p.name for p in target.iterdir()) == ["dashboard", "results.parquet", "suite.yaml"]
+    assert len(read_results(target)) == 9  # every row, from results.parquet alone
+    page = (target / "dashboard" / "index.html").read_text()
+    assert 'src="../../../plotly.min.js"' in page and (dest / "plotly.min.js").is_file()
+    assert (target / "dashboard" / "../../../plotly.min.js").resolve() == (dest / "plotly.min.js").resolve()
+    assert "`python -m harness.run suites/distill.yaml --out docs/leaderboard`" in (dest / "README.md").read_text()
+    assert main([str(dest), "-o", str(tmp_path / "claims.md")]) == 0  # claims read the published copy
+    assert "| `kd` |" in (tmp_path / "claims.md").read_text()
