@@ -479,3 +479,14 @@ def test_method_claim_names_a_column_the_harness_measures(name: str) -> None:
 def test_every_catalogue_method_but_the_baseline_declares_its_claim() -> None:
     missing = [n for n in METHOD_NAMES if n != "erm" and METHODS.get(n).info.claim is None]
     assert not missing, f"methods without a Claim in their MethodInfo: {missing}"
+
+
+def test_readme_and_a_shipped_suite_name_every_registered_method() -> None:
+    """Issue 6's 'done': every method is documented in the README and runs in at least one shipped suite."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    suites = {path.stem: yaml.safe_load(path.read_text()) for path in (root / "suites").glob("*.yaml")}
+    in_suites = {entry["name"] for suite in suites.values() for entry in suite["methods"]}
+    for name in METHOD_NAMES:
+        assert f"`{name}`" in readme, f"README.md does not list method {name}"
+        assert name in in_suites, f"no suite in suites/ runs method {name}"
