@@ -271,11 +271,12 @@ class FitTiming:
 
 def ray_fit(job: Job, storage: Path, name: str) -> FitTiming:
     """(c): one `fit_final` of the job on 1 worker x 1 CPU; the whole call is timed from the driver."""
-    from harness.final_runs import METRICS_FILE, fit_final
+    from harness.final_runs import METRICS_FILE, Workers, fit_final
+    from harness.storage import local_storage
 
     started = time.time()  # wall clock, comparable with file mtimes
-    metrics = fit_final(job.run_spec(Budget(steps=job.steps)), None, storage_dir=str(storage), name=name,
-                        workers=1, cpus_per_worker=1)
+    metrics = fit_final(job.run_spec(Budget(steps=job.steps)), None, storage=local_storage(storage), name=name,
+                        workers=Workers(count=1, cpus=1))
     wall = time.time() - started
     files = sorted(Path(storage, name).rglob(METRICS_FILE), key=lambda p: p.stat().st_mtime)
     persisted = files[-1].stat().st_mtime - started if files else None

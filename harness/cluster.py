@@ -24,10 +24,36 @@ QUIET_ENV = {
 
 @dataclass(frozen=True)
 class ClusterInfo:
+    """The cluster as the driver found it at connect: concurrency is sized from these totals, once."""
+
     address: str
     cpus: float
     gpus: float
     nodes: int
+
+    def slots(self, cpus: float, gpus: float = 0.0) -> int:
+        """How many units of work needing `cpus` CPUs and `gpus` GPUs each fit at once (at least 1)."""
+        return slots(self.cpus, self.gpus, cpus, gpus)
+
+    def shortfall(self, cpus: float, gpus: float = 0.0) -> str | None:
+        """Why one unit needing `cpus` / `gpus` can never be placed here, or None when it fits."""
+        if gpus > 0 and self.gpus < gpus:
+            return f"needs {gpus:g} GPU(s) but the cluster has {self.gpus:g}"
+        if cpus > self.cpus:
+            return f"needs {cpus:g} CPUs but the cluster has {self.cpus:g}"
+        return None
+
+
+def slots(cluster_cpus: float, cluster_gpus: float, cpus: float, gpus: float = 0.0) -> int:
+    """Units of (`cpus`, `gpus`) that fit in (`cluster_cpus`, `cluster_gpus`): the scarcer resource decides.
+
+    A unit that needs no CPU (a trial that only drives Ray Train workers) is limited by its GPUs alone.
+    The small epsilon keeps 3 x 0.1 GPU from counting as 2.
+    """
+    limits = [int(cluster_cpus / cpus + 1e-9)] if cpus > 0 else []
+    if gpus > 0:
+        limits.append(int(cluster_gpus / gpus + 1e-9))
+    return max(1, min(limits)) if limits else 1
 
 
 def connect(address: str | None = None, *, verbose: bool = False, num_cpus: int | None = None) -> ClusterInfo:

@@ -166,8 +166,11 @@ def _fresh_model(bench: BenchmarkSpec, info: DatasetInfo, device: torch.device, 
     return build_for(bench, info, name).to(device)
 
 
-def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = None) -> dict[str, Any]:
-    """Train one hyper-parameter configuration on tune_train, reporting the selection score every epoch.
+def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = None, *, rank: int = 0,
+                 world_size: int = 1, device: torch.device | None = None,
+                 wrap_model: Callable[[nn.Module], nn.Module] | None = None) -> dict[str, Any]:
+    """Train one hyper-parameter configuration on tune_train, reporting the selection score every epoch
+    (on each of `world_size` data-parallel workers when a trial has several).
 
     Under every honest protocol this runs inside `sealed_test_split()`, scoring on tune_val: nothing
     reachable from here can read the test split. Only the `oracle` protocol, which a suite must allow
@@ -179,13 +182,14 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
         access = DataAccess(bench.dataset, "oracle" if oracle else "tune", val_fraction=bench.val_fraction,
                             split_seed=spec.split_seed, tune_train_size=bench.tune_train_size,
                             tune_val_size=bench.tune_val_size, scenario=bench.scenario)
-        device = pick_device()
+        device = device or pick_device()
         train_data, val_data = access.split("tune_train"), access.split("test" if oracle else "tune_val")
         teacher = load_teacher(bench, access.info, teacher_state, device)
 
         flops_per_sample: list[float] = []
 
         def on_epoch_end(epoch: int, stats: TrainStats, model: nn.Module) -> None:
+            model = getattr(model, "module", model)  # scored without DDP, whose forward would sync ranks
             score = accuracy(model, val_data, device=device, num_classes=access.info.num_classes)
             if not flops_per_sample:  # measured at the first epoch, on the model being trained
                 flops_per_sample.append(training_flops(spec, model, access.info, 1))
@@ -195,7 +199,8 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
                     "splits_read": ",".join(access.splits_read)})
 
         trained = _train_method(spec, train_data, access.info, bench.tuning_budget or bench.budget, device,
-                                teacher, on_epoch_end=on_epoch_end)
+                                teacher, on_epoch_end=on_epoch_end, wrap_model=wrap_model, rank=rank,
+                                world_size=world_size)
         return {"splits_read": ",".join(access.splits_read), "train/samples_seen": trained.stats.samples_seen}
 
 

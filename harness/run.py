@@ -14,8 +14,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.cluster import ClusterInfo
 from harness.errors import HarnessInputError
 from harness.report import wide_console
+from harness.storage import Storage, resolve_storage
 from harness.suite import Suite, load_suite, suite_as_yaml
 
 EXIT_OK, EXIT_RUN_FAILURES, EXIT_BAD_INPUT = 0, 1, 2
@@ -38,8 +40,10 @@ def run_dir_for(suite: Suite, out: Path | None) -> Path:
     return (out or Path(suite.output.dir)) / suite.name / suite.hash
 
 
-def check_inputs(suite: Suite, run_dir: Path, resume: bool) -> None:
-    """Everything that can be wrong with the input is found here, before anything is written."""
+def check_inputs(suite: Suite, run_dir: Path, resume: bool) -> Storage:
+    """Everything that can be wrong with the input is found here, before anything is written.
+
+    Returns the run's Ray Train / Tune scratch storage, opened (so a bad `output.storage` stops here)."""
     from harness.data import DATASETS
 
     for index, bench in enumerate(suite.benchmarks):
@@ -56,6 +60,22 @@ def check_inputs(suite: Suite, run_dir: Path, resume: bool) -> None:
         from harness.tuning import check_study_spaces
 
         check_study_spaces(run_dir, cell_spaces(suite))
+    return resolve_storage(suite.output.storage, run_dir, suite.name, suite.hash)
+
+
+def check_cluster_fits(suite: Suite, info: ClusterInfo) -> None:
+    """One tuning trial and one final run must each fit in the cluster found at connect: Ray would
+    otherwise queue them forever. (An autoscaling cluster must be at size when the suite starts.)"""
+    tuning, final = suite.tuning, suite.final
+    needs = (("tuning trial", "tuning.cpus_per_trial / tuning.gpus_per_trial", tuning.cpus_per_trial,
+              tuning.gpus_per_trial),
+             ("final run", "final.workers x final.cpus_per_worker / final.gpus_per_worker",
+              final.workers * final.cpus_per_worker, final.workers * final.worker_gpus))
+    for unit, keys, cpus, gpus in needs:
+        short = info.shortfall(cpus, gpus)
+        if short is not None:
+            raise HarnessInputError(f"{keys}: one {unit} {short} ({info.nodes} node(s)); lower it, "
+                                    "or run on a larger cluster (--address)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,11 +110,17 @@ def execute(suite: Suite, run_dir: Path, args: argparse.Namespace, console: Cons
               "(check --address / $RAY_ADDRESS, and RAY_AUTH_MODE / RAY_AUTH_TOKEN on token-auth clusters)",
               file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:  # still before anything is written: a trial or run the cluster can never place would wait forever
+        check_cluster_fits(suite, info)
+    except HarnessInputError as error:
+        cluster.shutdown()
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "suite.yaml").write_text(suite_as_yaml(suite))
     progress.say(f"ray: {info.nodes} node(s), {info.cpus:g} CPUs, {info.gpus:g} GPUs")
     try:
-        SuiteRunner(suite, run_dir, progress, info).run()
+        SuiteRunner(suite, run_dir, progress, info).run()  # it opens `output.storage` as checked above
     finally:
         cluster.shutdown()
     rows = read_results(run_dir)

@@ -23,6 +23,7 @@ from harness.jobs import RunSpec
 from harness.method import METHODS, MethodInfo
 from harness.progress import Progress
 from harness.provenance import git_commit, hardware, library_versions
+from harness.storage import Storage, resolve_storage
 from harness.store import ResultStore
 from harness.suite import BenchmarkSpec, MethodEntry, Suite, method_search_space, stable_hash
 
@@ -76,8 +77,11 @@ def cell_spaces(suite: Suite) -> dict[str, dict[str, Any]]:
 class SuiteRunner:
     """Drives one suite run into `run_dir` on a connected Ray cluster."""
 
-    def __init__(self, suite: Suite, run_dir: Path, progress: Progress, cluster_info: cluster.ClusterInfo) -> None:
+    def __init__(self, suite: Suite, run_dir: Path, progress: Progress, cluster_info: cluster.ClusterInfo,
+                 scratch: Storage | None = None) -> None:
         self.suite, self.run_dir, self.progress, self.cluster = suite, run_dir, progress, cluster_info
+        # Ray Train / Tune scratch (checkpoints, experiment state): `output.storage`, else the run directory
+        self.scratch = scratch or resolve_storage(suite.output.storage, run_dir, suite.name, suite.hash)
         self.store = ResultStore(run_dir)
         self.cells = suite_cells(suite)
         self._teacher_cache: dict[str, bytes] = {}
@@ -192,7 +196,7 @@ class SuiteRunner:
             bench = cell.tune_benchmark
             teacher = self.teacher_source(bench, "tune", tuning.sampler_seed) if self._needs_teacher(cell) else None
             spec = RunSpec(benchmark=bench, method=cell.method, seed=tuning.sampler_seed, protocol=cell.protocol,
-                           split_seed=tuning.sampler_seed, threads=max(1, int(tuning.cpus_per_trial)))
+                           split_seed=tuning.sampler_seed, threads=max(1, int(tuning.cpus_per_worker)))
             due.append(TuningCell(key=cell.key, spec=spec, space=space, trials=tuning.trials - len(stored),
                                   teacher=teacher, next_index=max(stored, default=-1) + 1))
         by_key = {cell.key: cell for cell in self.cells}
@@ -204,8 +208,9 @@ class SuiteRunner:
             self.progress.advance("tune", f"{escape(cell.key)} trial {record.index}: {state}")
 
         tune_cells(due, tuning, storage=storage, sampler_dir=self.run_dir / "samplers",
-                   experiment_dir=self.run_dir / "ray_tune",
-                   name=f"tune-{int(time.time())}", cluster_cpus=self.cluster.cpus, on_trial_done=store_trial)
+                   experiment_dir=self.scratch.child("ray_tune"), train_storage=self.scratch.child("ray_train"),
+                   name=f"tune-{int(time.time())}", cluster_cpus=self.cluster.cpus, cluster_gpus=self.cluster.gpus,
+                   on_trial_done=store_trial)
         self.settle_teachers()
         best: dict[str, dict[str, Any] | None] = {}
         for cell in self.cells:
@@ -245,12 +250,13 @@ class SuiteRunner:
         """Retrain every cell's frozen config for every seed, a few at a time, storing each row as it lands."""
         import ray
 
-        from harness.final_runs import submit_final
+        from harness.final_runs import Workers, submit_final
 
         final = self.suite.final
         jobs = list(self.final_jobs(best))
         self.progress.start("final", len(jobs))
-        slots = max(1, int(self.cluster.cpus // (final.workers * final.cpus_per_worker)))
+        workers = Workers(final.workers, final.cpus_per_worker, final.worker_gpus)
+        slots = self.cluster.slots(workers.count * workers.cpus, workers.count * workers.gpus)
         pending: dict[Any, tuple[dict[str, Any], float]] = {}
         queue = []
         # protocols that select the same config share its final runs: training is seeded, so a second
@@ -293,11 +299,11 @@ class SuiteRunner:
                 spec = RunSpec(benchmark=cell.benchmark, method=cell.method, seed=seed, hyperparams=params,
                                protocol=cell.protocol,
                                split_seed=self.suite.tuning.sampler_seed, metrics=self.suite.evaluation.metrics,
-                               threads=max(1, int(final.cpus_per_worker)))
-                ref = submit_final(spec, teacher, storage_dir=str((self.run_dir / "ray_train").resolve()),
+                               threads=workers.threads)
+                ref = submit_final(spec, teacher, storage=self.scratch.child("ray_train"),
                                    name=f"{row['row_id'].replace(':', '-')}-{row['config_hash'][:8]}",
-                                   workers=final.workers, cpus_per_worker=final.cpus_per_worker, use_gpu=final.use_gpu,
-                                   checkpoint_every=final.checkpoint_every, max_failures=final.max_failures)
+                                   workers=workers, checkpoint_every=final.checkpoint_every,
+                                   max_failures=final.max_failures)
                 pending[ref] = ({**row, "started_at": now()}, time.monotonic())
             done, _ = ray.wait(list(pending), num_returns=1)
             row, started = pending.pop(done[0])

@@ -223,9 +223,26 @@ class TuningSpec(Strict):
     reduction_factor: int = Field(2, ge=2)
     metric: str = "val/accuracy"
     mode: Literal["max", "min"] = "max"
-    cpus_per_trial: float = Field(1, gt=0)
-    max_concurrent: int | None = Field(None, gt=0, description="default: what the cluster's CPUs allow")
+    cpus_per_trial: float = Field(1, gt=0, description="CPUs one trial holds in all, split between its workers")
+    gpus_per_trial: float = Field(0, ge=0, description="GPUs one trial holds in all; a fraction (0.25) lets "
+                                  "single-worker trials share a GPU, a multi-worker trial needs one per worker")
+    workers: int = Field(1, gt=0, description="Ray Train workers per trial: above 1, each trial fits a "
+                         "data-parallel TorchTrainer; 1 trains inside the Tune trial itself")
+    max_concurrent: int | None = Field(None, gt=0, description="default: what the cluster's CPUs and GPUs allow")
     engine_space: dict[str, ParsedDimension] = Field(default_factory=default_engine_space)
+
+    @property
+    def cpus_per_worker(self) -> float:
+        return self.cpus_per_trial / self.workers
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return self.gpus_per_trial / self.workers
+
+    @model_serializer(mode="wrap")
+    def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # suites written before trials had workers and GPUs keep their hashes (and result directories)
+        return _omit_defaults(self, handler(self), workers=1, gpus_per_trial=0)
 
     @field_validator("engine_space")
     @classmethod
@@ -243,6 +260,8 @@ class FinalSpec(Strict):
     seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4), min_length=1, description="final runs per method; 5 by default")
     workers: int = Field(1, gt=0)
     cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs each worker holds; a fraction lets a single-worker "
+                                   "run share a GPU; `use_gpu: true` alone means 1")
     use_gpu: bool = False
     checkpoint_every: int = Field(1, ge=0, description="epochs between engine checkpoints (0: none)")
     max_failures: int = Field(2, ge=0, description="restarts of a final run whose worker died, from its last checkpoint")
@@ -253,6 +272,23 @@ class FinalSpec(Strict):
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
         return seeds
+
+    @property
+    def worker_gpus(self) -> float:
+        """GPUs each worker holds: `gpus_per_worker`, or one with `use_gpu`."""
+        return self.gpus_per_worker or (1.0 if self.use_gpu else 0.0)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_defaults(self, handler(self), gpus_per_worker=0)
+
+
+def _omit_defaults(model: BaseModel, data: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """Drop fields still at their default from a dump, so adding a field keeps existing suites' hashes."""
+    for name, default in defaults.items():
+        if getattr(model, name) == default:
+            data.pop(name, None)
+    return data
 
 
 def _known_metric(name: str) -> str:
@@ -266,8 +302,19 @@ class EvaluationSpec(Strict):
 
 
 class OutputSpec(Strict):
+    """Where things land: results and dashboard under `dir`; Ray Train / Tune scratch under `storage`."""
+
     dir: str = "results"
     dashboard: bool = True
+    storage: str | None = Field(None, description="Ray Train checkpoints and Tune experiment state: a local or "
+                                "shared path, or a file://, s3://, gs:// URI (default: inside the run directory)")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_uri(cls, value: str | None) -> str | None:
+        from harness.storage import check_storage_uri
+
+        return None if value is None else check_storage_uri(value)
 
 
 Protocol = Literal["holdout", "cross_dataset", "oracle"]
@@ -344,6 +391,7 @@ def validate_suite(raw: Mapping[str, Any], source: str | None = None) -> Suite:
     except ValidationError as error:
         raise suite_error_from(error, Suite, source) from None
     _check_protocols(suite, source)
+    _check_resources(suite, source)
     _check_registry_names(suite, source)
     _check_methods(suite, source)
     return suite
@@ -442,6 +490,25 @@ def _check_protocols(suite: Suite, source: str | None) -> None:
         raise SuiteError(f"protocols[{index}]", "the oracle protocol tunes on the test split, so its scores are "
                          "inflated by design; set allow_oracle: true to run it anyway (its rows and results are "
                          "labelled oracle everywhere)", source)
+
+
+def _check_resources(suite: Suite, source: str | None) -> None:
+    """A worker is one training process: it uses at most one GPU, and DDP ranks (NCCL) cannot share one."""
+    tuning, final = suite.tuning, suite.final
+    if tuning.workers > 1 and tuning.cpus_per_trial < tuning.workers:
+        raise SuiteError("tuning.cpus_per_trial", f"{tuning.workers} workers need at least one CPU each: set it to "
+                         f"{tuning.workers} or more (it is what the whole trial holds)", source)
+    _check_worker_gpus("tuning.gpus_per_trial", tuning.workers, tuning.gpus_per_worker, "tuning.workers", source)
+    _check_worker_gpus("final.gpus_per_worker", final.workers, final.gpus_per_worker, "final.workers", source)
+
+
+def _check_worker_gpus(path: str, workers: int, per_worker: float, workers_key: str, source: str | None) -> None:
+    if per_worker > 1:
+        raise SuiteError(path, f"that is {per_worker:g} GPUs per worker, but a worker is one training process and "
+                         f"uses one GPU: for more GPUs, raise {workers_key} (one GPU each)", source)
+    if workers > 1 and 0 < per_worker < 1:
+        raise SuiteError(path, f"that is {per_worker:g} GPU per worker, but {workers} data-parallel workers need a "
+                         "whole GPU each (NCCL cannot put two ranks on one GPU); fractions are for one worker", source)
 
 
 def _check_ood_sets(i: int, bench: BenchmarkSpec, source: str | None) -> None:

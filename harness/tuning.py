@@ -32,6 +32,7 @@ from ray.tune.search.optuna import OptunaSearch
 from harness.errors import HarnessInputError
 from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX, RunSpec, tuning_trial
 from harness.search_space import Choice, Dimension, FloatRange, IntRange
+from harness.storage import Storage, local_storage
 from harness.suite import TuningSpec, stable_hash
 
 CELL_KEY, TRIAL_KEY = "_cell", "_trial"  # config entries the searcher adds; not hyper-parameters
@@ -205,7 +206,7 @@ class CellSearcher(Searcher):
 
 
 def _sampler_path(sampler_dir: Path, key: str) -> Path:
-    return sampler_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", key) + f"-{stable_hash(key, 8)}.pkl")
+    return sampler_dir / (_safe(key) + f"-{stable_hash(key, 8)}.pkl")
 
 
 def load_sampler(sampler_dir: Path, key: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -268,7 +269,49 @@ class CellScheduler(FIFOScheduler):
 # ---------------------------------------------------------------- the trial and the experiment
 
 
-def _trial_function(config: dict[str, Any], cells: Mapping[str, tuple[RunSpec, Any]]) -> None:
+@dataclass(frozen=True)
+class TrialTraining:
+    """How a trial trains: in the Tune trial's own process (`workers` is None: today's fast path), or
+    through a `TorchTrainer` of `workers` whose scratch goes to `storage`."""
+
+    workers: Any = None  # harness.final_runs.Workers; typed loosely so importing this module skips Ray Train
+    storage: Storage | None = None
+
+
+def trial_training(tuning: TuningSpec, storage: Storage | None) -> TrialTraining:
+    """One worker trains in place (a fractional GPU is placed by Tune); several fit a TorchTrainer."""
+    if tuning.workers == 1:
+        return TrialTraining()
+    from harness.final_runs import Workers
+
+    assert storage is not None, "a multi-worker trial needs a storage for its Ray Train run"
+    return TrialTraining(Workers(tuning.workers, tuning.cpus_per_worker, tuning.gpus_per_worker), storage)
+
+
+# Tune refuses an empty request; one byte of memory places a Train-driving trial anywhere and holds
+# nothing its workers need (Ray's own example gives the driver a token 0.01 of a custom resource).
+DRIVER_RESOURCES = {"cpu": 0, "memory": 1}
+
+
+def trial_resources(tuning: TuningSpec) -> dict[str, float]:
+    """What Tune reserves for the trial itself. In place, the trial holds everything. As a Train driver it
+    holds ~nothing (Ray 2.60's guidance: the trial is a light driver, the trainer's workers hold the
+    resources, and `max_concurrent_trials` keeps waiting drivers from piling up); a driver holding a CPU
+    would starve its own workers on a cluster with exactly their CPUs."""
+    if tuning.workers > 1:
+        return dict(DRIVER_RESOURCES)
+    return {"cpu": tuning.cpus_per_trial, **({"gpu": tuning.gpus_per_trial} if tuning.gpus_per_trial else {})}
+
+
+def trial_concurrency(tuning: TuningSpec, cluster_cpus: float, cluster_gpus: float = 0.0) -> int:
+    """Trials at once: `max_concurrent`, else as many whole trials (all their workers) as the cluster holds."""
+    from harness.cluster import slots
+
+    return tuning.max_concurrent or slots(cluster_cpus, cluster_gpus, tuning.cpus_per_trial, tuning.gpus_per_trial)
+
+
+def _trial_function(config: dict[str, Any], cells: Mapping[str, tuple[RunSpec, Any]],
+                    training: TrialTraining | None = None) -> None:
     import ray
 
     from harness.provenance import node_id
@@ -276,13 +319,24 @@ def _trial_function(config: dict[str, Any], cells: Mapping[str, tuple[RunSpec, A
     spec, teacher = cells[config[CELL_KEY]]
     if isinstance(teacher, ray.ObjectRef):  # the teacher trains as its own task; wait for it here
         teacher = ray.get(teacher)
-    where = node_id()
     hyperparams = {k: v for k, v in config.items() if k not in (CELL_KEY, TRIAL_KEY)}
+    spec = replace(spec, hyperparams=hyperparams)
+    if training is not None and training.workers is not None:
+        from harness.final_runs import fit_tuning_trial
+
+        name = f"tune-{_safe(config[CELL_KEY])}-{int(config[TRIAL_KEY]):04d}-{tune.get_context().get_trial_id()}"
+        fit_tuning_trial(spec, teacher, storage=training.storage, name=name, workers=training.workers)
+        return
+    where = node_id()
 
     def report(metrics: dict[str, Any]) -> None:
         tune.report({**metrics, "node_id": where})
 
-    tuning_trial(replace(spec, hyperparams=hyperparams), report, teacher)
+    tuning_trial(spec, report, teacher)
+
+
+def _safe(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
 
 
 def tune_cells(
@@ -291,12 +345,17 @@ def tune_cells(
     *,
     storage: JournalStorage,
     sampler_dir: Path,
-    experiment_dir: Path,
+    experiment_dir: Path | Storage,
     name: str,
     cluster_cpus: float,
+    cluster_gpus: float = 0.0,
+    train_storage: Storage | None = None,
     on_trial_done: Callable[[TrialRecord], None],
 ) -> None:
-    """Run every cell's due trials in one Tune experiment; `on_trial_done` gets each trial as it ends."""
+    """Run every cell's due trials in one Tune experiment; `on_trial_done` gets each trial as it ends.
+
+    Tune keeps its experiment state in `experiment_dir` (a local folder or a `Storage`); multi-worker
+    trials keep their Ray Train runs in `train_storage` (default: beside the experiment)."""
     cells = [cell for cell in cells if cell.trials > 0]
     if not cells:
         return
@@ -308,18 +367,23 @@ def tune_cells(
         return ASHAScheduler(time_attr="training_iteration", max_t=10_000, grace_period=tuning.grace_period,
                              reduction_factor=tuning.reduction_factor)
 
-    concurrency = tuning.max_concurrent or max(1, int(cluster_cpus // tuning.cpus_per_trial))
+    experiment = experiment_dir if isinstance(experiment_dir, Storage) else local_storage(experiment_dir)
+    training = trial_training(tuning, train_storage or experiment.child(f"{name}-train"))
     by_key = {cell.key: (cell.spec, cell.teacher) for cell in cells}
-    trainable = tune.with_resources(tune.with_parameters(_trial_function, cells=by_key), {"cpu": tuning.cpus_per_trial})
+    trainable = tune.with_resources(tune.with_parameters(_trial_function, cells=by_key, training=training),
+                                    trial_resources(tuning))
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=tuning.metric, mode=tuning.mode,
                                     search_alg=CellSearcher(cells, tuning, storage, sampler_dir),
                                     scheduler=CellScheduler(make_scheduler),
                                     num_samples=sum(cell.trials for cell in cells),
-                                    max_concurrent_trials=concurrency, reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(experiment_dir.resolve()), verbose=0,
-                                  callbacks=[TrialSink(on_trial_done)]),
+                                    max_concurrent_trials=trial_concurrency(tuning, cluster_cpus, cluster_gpus),
+                                    # a Train-driving trial that ASHA stops is still inside fit(): its actor
+                                    # cannot be reset for the next trial, and ending it ends its workers
+                                    reuse_actors=training.workers is None),
+        run_config=tune.RunConfig(name=name, verbose=0, callbacks=[TrialSink(on_trial_done)],
+                                  **experiment.ray_storage()),
     )
     tuner.fit()
 
@@ -337,10 +401,21 @@ class TrialSink(tune.Callback):
         self.on_done = lambda record: None
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _release_workers(trial.last_result)
         self.on_done(trial_record(trial.config, trial.last_result, None))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        _release_workers(trial.last_result)
         self.on_done(trial_record(trial.config, trial.last_result, _error_of(trial)))
+
+
+def _release_workers(result: Mapping[str, Any] | None) -> None:
+    """A multi-worker trial that ended (finished, stopped early, failed) leaves no workers holding resources."""
+    group = (result or {}).get("train_placement_group")
+    if group:
+        from harness.final_runs import release_placement_group
+
+        release_placement_group(str(group))
 
 
 def trial_record(config: Mapping[str, Any], result: Mapping[str, Any] | None, error: str | None) -> TrialRecord:
