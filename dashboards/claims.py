@@ -73,9 +73,13 @@ def run_dirs(root: Path) -> Iterator[Path]:
                       or (path.parent / "results.parquet").is_file())
 
 
+def bench_name(bench: dict) -> str:
+    return bench.get("name") or f"{bench['dataset']}-{bench['model']}"
+
+
 def budget_text(suite: dict, benchmark: str) -> str:
     """The suite's budget for one benchmark, in a few words."""
-    bench = next(b for b in suite["benchmarks"] if (b.get("name") or f"{b['dataset']}-{b['model']}") == benchmark)
+    bench = next(b for b in suite["benchmarks"] if bench_name(b) == benchmark)
     final = bench["budget"]
     tuning = bench.get("tuning_budget") or final
     trials = suite.get("tuning", {}).get("trials", 8)
@@ -125,8 +129,32 @@ def claim_rows(run_dir: Path, root: Path) -> list[ClaimRow]:
 
 
 def _number(value: float, metric: str) -> str:
-    scale = 100.0 if metric.endswith("accuracy") else 1.0
-    return f"{value * scale:.2f}" if math.isfinite(value) else "n/a"
+    """Accuracies in % with two decimals; other metrics (AURC, AUROC, bytes) to four significant digits."""
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value * 100.0:.2f}" if metric.endswith("accuracy") else f"{value:.4g}"
+
+
+def missing_rows(rows: Sequence[ClaimRow], suites_dir: Path, root: Path) -> list[ClaimRow]:
+    """A 'not run' row for every method with a claim that no stored run measured, naming the shipped suite
+    (in `suites_dir`) that would measure it, so the page has one row per method."""
+    discover_methods()
+    measured = {row.method for row in rows}
+    suites = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(suites_dir.glob("*.yaml"))}
+    out = []
+    for name in METHODS.names():
+        claim = METHODS.get(name).info.claim
+        if claim is None or name in measured:
+            continue
+        home = next((suite for suite in suites.values() if name in {m["name"] for m in suite["methods"]}
+                     and suite["name"] not in ("quickstart", "smoke", "battery", "reality_check")), None)
+        nan = float("nan")
+        out.append(ClaimRow(method=name, suite=home["name"] if home else "", benchmark="", claim=claim, mean=nan,
+                            ci=(nan, nan), baseline_mean=nan, difference=nan, difference_ci=(nan, nan), seeds=0,
+                            budget=budget_text(home, bench_name(home["benchmarks"][0])) if home else "",
+                            verdict="not run", command=f"python -m harness.run suites/{home['name']}.yaml --out {root}"
+                            if home else "no shipped suite"))
+    return out
 
 
 def render(rows: Sequence[ClaimRow], root: Path) -> str:
@@ -155,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.claims", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="a folder holding suite runs (e.g. docs/leaderboard)")
     parser.add_argument("-o", "--out", type=Path, default=None, help="write the markdown here (default: stdout)")
+    parser.add_argument("--suites", type=Path, default=Path("suites"),
+                        help="shipped suites, to name the one that measures a method no run has (default: suites)")
     args = parser.parse_args(argv)
     runs = list(run_dirs(args.root)) if args.root.is_dir() else []
     if not runs:
@@ -162,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         rows = [row for run_dir in runs for row in claim_rows(run_dir, args.root)]
+        rows += missing_rows(rows, args.suites, args.root)
     except (HarnessInputError, KeyError, pd.errors.EmptyDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

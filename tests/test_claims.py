@@ -96,3 +96,19 @@ def test_publish_keeps_the_run_essentials_and_one_plotly(tmp_path: Path) -> None
     assert "`python -m harness.run suites/distill.yaml --out docs/leaderboard`" in (dest / "README.md").read_text()
     assert main([str(dest), "-o", str(tmp_path / "claims.md")]) == 0  # claims read the published copy
     assert "| `kd` |" in (tmp_path / "claims.md").read_text()
+
+
+def test_a_method_no_run_measured_gets_a_not_run_row_naming_its_suite(tmp_path: Path) -> None:
+    from dashboards.claims import claim_rows, missing_rows
+
+    measured = claim_rows(write_run(tmp_path / "runs"), tmp_path / "runs")
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    (suites / "noisy.yaml").write_text(yaml.safe_dump({
+        "name": "noisy", "methods": [{"name": "erm"}, {"name": "p_diff"}],
+        "benchmarks": [{"dataset": "fashion_mnist", "model": "fast_cnn", "budget": {"epochs": 2}}]}))
+    rows = {row.method: row for row in missing_rows(measured, suites, tmp_path / "runs")}
+    assert "kd" not in rows and "erm" not in rows  # measured, and the baseline has no claim
+    assert rows["p_diff"].verdict == "not run" and rows["p_diff"].suite == "noisy"
+    assert rows["p_diff"].command == f"python -m harness.run suites/noisy.yaml --out {tmp_path / 'runs'}"
+    assert rows["bd_kd"].command == "no shipped suite"
