@@ -94,13 +94,16 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def submit_teacher(bench: Any, phase: str, seed: int, split_seed: int, cpus: float) -> Any:
-    """Train a teacher as a Ray task; returns ObjectRefs (weights, metrics), so students can wait on the weights."""
+def submit_teacher(bench: Any, phase: str, seed: int, split_seed: int, cpus: float, gpus: float = 0.0) -> Any:
+    """Train a teacher as a Ray task; returns ObjectRefs (weights, metrics), so students can wait on the weights.
+
+    It holds one final-run worker's share (`cpus`, `gpus`): with a GPU it trains there (`pick_device`).
+    """
     import ray
 
     from harness.jobs import train_teacher
 
-    task = ray.remote(num_cpus=cpus, num_returns=2, max_retries=0)(_teacher_task)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, num_returns=2, max_retries=0)(_teacher_task)
     return task.remote(train_teacher, bench, phase, seed, split_seed, max(1, int(cpus)))
 
 

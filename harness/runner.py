@@ -116,8 +116,9 @@ class SuiteRunner:
             if path.exists() and self.store.completed(row_id):
                 self._teacher_cache[row_id] = path.read_bytes()
                 return self._teacher_cache[row_id]
+            final = self.suite.final
             self._teacher_refs[row_id] = (cluster.submit_teacher(bench, phase, seed, self.suite.tuning.sampler_seed,
-                                                                 self.suite.final.cpus_per_worker), now())
+                                                                 final.cpus_per_worker, final.worker_gpus), now())
             self._teacher_jobs[row_id] = (bench, phase, seed)
         return self._teacher_refs[row_id][0][0]  # the weights' ref
 

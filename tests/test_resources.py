@@ -20,7 +20,9 @@ from harness.cluster import ClusterInfo, slots
 from harness.errors import HarnessInputError, SuiteError
 from harness.final_runs import Workers, trainer
 from harness.jobs import RunSpec
+from harness.progress import Progress
 from harness.run import EXIT_BAD_INPUT, check_cluster_fits, main
+from harness.runner import SuiteRunner
 from harness.storage import local_storage
 from harness.store import read_results
 from harness.suite import FinalSpec, TuningSpec, load_suite
@@ -112,6 +114,24 @@ def test_a_cluster_without_the_gpus_a_suite_asks_for_is_refused() -> None:
         check_cluster_fits(load_suite(SMOKE, ["tuning.gpus_per_trial=0.25"]), cpu_only)
     with pytest.raises(HarnessInputError, match=r"final\.workers.*needs 16 CPUs but the cluster has 8"):
         check_cluster_fits(load_suite(SMOKE, ["final.workers=4", "final.cpus_per_worker=4"]), cpu_only)
+
+
+def test_a_teacher_trains_on_one_final_workers_share_gpu_included(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distillation teacher is a Ray task holding a final worker's CPUs and GPUs, so it trains on a GPU."""
+    import ray
+
+    asked: dict[str, Any] = {}
+
+    def remote(**options: Any) -> Any:
+        asked.update(options)
+        return lambda fn: type("Task", (), {"remote": staticmethod(lambda *args: ("weights", "metrics"))})
+
+    monkeypatch.setattr(ray, "remote", remote)
+    suite = load_suite(SMOKE.parent / "distillation.yaml", ["final.cpus_per_worker=2", "final.gpus_per_worker=1"])
+    runner = SuiteRunner(suite, tmp_path, Progress(quiet=True), ClusterInfo("addr", 4, 1, 1))
+    assert runner.teacher_source(suite.benchmarks[0], "final", 0) == "weights"
+    assert (asked["num_cpus"], asked["num_gpus"]) == (2, 1.0)
 
 
 # ---------------------------------------------------------------- what Tune and Train are asked for
