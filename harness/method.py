@@ -31,17 +31,20 @@ LRSchedule = Callable[[int], float]         # step -> learning-rate multiplier
 
 @dataclass(frozen=True)
 class Claim:
-    """What the paper says the method buys, in a form the harness can check against the tuned `erm`.
+    """What the paper says the method buys, in a form the harness can check against a tuned baseline.
 
-    `better`: the method beats erm on `metric` (the paired 95% interval over seeds excludes zero on
-    the good side). `no_worse`: it loses at most `margin` on `metric` (a compression method that keeps
-    accuracy, while its cost columns show the saving). `dashboards.claims` renders the verdicts.
+    `better`: the method beats `baseline` on `metric` (the paired 95% interval over seeds excludes zero
+    on the good side). `no_worse`: it loses at most `margin` on `metric` (a compression method that keeps
+    accuracy, while its cost columns show the saving). The baseline is `erm` unless the paper measured
+    itself against another method (xAT against additive AT): then that method, run in the same suite.
+    `dashboards.claims` renders the verdicts.
     """
 
     text: str                                   # the paper's claim, as the catalogue states it
     metric: str = "test/accuracy"               # the result-row column the claim is about
     kind: Literal["better", "no_worse"] = "better"
     margin: float = 0.0                         # for no_worse: the largest loss still in line with the claim
+    baseline: str = "erm"                       # the registered method the claim is measured against
 
 
 @dataclass(frozen=True)

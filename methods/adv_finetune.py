@@ -69,7 +69,8 @@ class AdversarialFinetuning(Method):
         needs_teacher=True,
         cost_factor=4.0,  # at the default 3 steps: 3 attack passes + 1 training pass, as pgd_at
         claim=Claim("adversarial fine-tuning with a slow-start, fast-decay lr gives better accuracy and "
-                    "robustness than PGD-AT from scratch at 8-10x less compute", metric="test/pgd_linf_accuracy"),
+                    "robustness than PGD-AT from scratch at 8-10x less compute", metric="test/pgd_linf_accuracy",
+                    baseline="pgd_at"),
     )
     Config = AdvFinetuneConfig
     search_space = {"slow_start_fraction": FloatRange(low=0.3, high=0.9)}

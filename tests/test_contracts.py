@@ -474,6 +474,18 @@ def test_method_claim_names_a_column_the_harness_measures(name: str) -> None:
     continual = {"continual/avg_accuracy", "continual/avg_incremental_accuracy", "continual/forgetting"}
     assert claim.metric in columns | continual, f"{name}: no metric writes {claim.metric!r}"
     assert claim.margin >= 0 and (claim.kind == "no_worse" or claim.margin == 0)
+    assert claim.baseline in METHODS and claim.baseline != name, f"{name}: baseline {claim.baseline!r} is no other method"
+
+
+def test_every_shipped_suite_with_a_method_runs_its_claims_baseline() -> None:
+    """A claim is judged against its baseline in the same run: a suite without it could never judge it."""
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted((root / "suites").glob("*.yaml")):
+        names = {entry["name"] for entry in yaml.safe_load(path.read_text())["methods"]}
+        for name in names & set(METHOD_NAMES):
+            claim = METHODS.get(name).info.claim
+            if claim is not None:
+                assert claim.baseline in names, f"{path.name} runs {name} but not its claim's baseline {claim.baseline}"
 
 
 def test_every_catalogue_method_but_the_baseline_declares_its_claim() -> None:
