@@ -1,17 +1,20 @@
 """`python -m dashboards.claims ROOT [-o docs/claims.md]`: each method's published claim against what the
 harness measured, from the result stores of the suite runs under ROOT.
 
-For every method that declares a `Claim` (in its `MethodInfo`) and has final runs beside `erm` in some
-suite run, one row: the paper's claim, the method's mean and 95% bootstrap interval over seeds on the
-claimed metric, the paired difference with erm (same seeds) and its interval, the budget the suite
+For every method that declares a `Claim` (in its `MethodInfo`) and has final runs beside the claim's
+baseline (`erm`, or the method the paper compared with) in some suite run, one row: the paper's claim, the
+method's mean and 95% bootstrap interval over seeds on the claimed metric, the paired difference with the
+baseline (same seeds) and its interval, the budget the suite
 gave, the verdict, and the command that reproduces the run. Reads only the stores and the suite copies
 the runs wrote (`suite.yaml`); imports methods only to read their declared claims.
 
-Verdicts, with d = method - erm paired by seed and [lo, hi] its 95% interval, signed so that up is good:
+Verdicts, with d = method - baseline paired by seed and [lo, hi] its 95% interval, signed so that up is good:
 - claim `better`:   holds if lo > 0; contradicted if hi < 0; else "not at this scale" (no detectable gain).
 - claim `no_worse`: holds if lo >= -margin; contradicted if hi < -margin; else "not at this scale".
 With three seeds the percentile bootstrap is optimistic (it cannot see beyond the three differences):
 read "holds" as "consistent in every seed pair", not as a significance test.
+A verdict on accuracy also counts the seeds whose run ended at chance level (within 2 points of
+1/classes): a diverged or collapsed run, which a mean alone would hide.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ from harness.plugins import discover_methods
 from harness.statistics import bootstrap_ci, paired_difference
 from harness.store import read_results
 
-BASELINE = "erm"
-
 
 @dataclass(frozen=True)
 class ClaimRow:
@@ -51,6 +52,7 @@ class ClaimRow:
     budget: str
     verdict: str
     command: str
+    at_chance: int = 0  # seeds whose accuracy ended at chance level (diverged or collapsed)
 
 
 def verdict(claim: Claim, low: float, high: float) -> str:
@@ -65,6 +67,18 @@ def verdict(claim: Claim, low: float, high: float) -> str:
     if high < bar:
         return "contradicted"
     return "not at this scale"
+
+
+CHANCE_MARGIN = 0.02
+
+
+def seeds_at_chance(scores: pd.Series, metric: str, dataset: str) -> int:
+    """How many seeds' accuracy ended within `CHANCE_MARGIN` of 1/classes (0 for other metrics, unknown data)."""
+    from harness.data import DATASETS
+
+    if not metric.endswith("accuracy") or dataset not in DATASETS:
+        return 0
+    return int((scores <= 1.0 / DATASETS.get(dataset).info.num_classes + CHANCE_MARGIN).sum())
 
 
 def run_dirs(root: Path) -> Iterator[Path]:
@@ -97,7 +111,7 @@ def budget_text(suite: dict, benchmark: str) -> str:
 
 
 def claim_rows(run_dir: Path, root: Path) -> list[ClaimRow]:
-    """A ClaimRow per (benchmark, method with a claim) of one suite run, compared with erm."""
+    """A ClaimRow per (benchmark, method with a claim) of one suite run, compared with its claim's baseline."""
     discover_methods()  # the claims live in the method classes
     suite = yaml.safe_load((run_dir / "suite.yaml").read_text())
     names = {entry.get("label") or entry["name"]: entry["name"] for entry in suite["methods"]}
@@ -109,23 +123,33 @@ def claim_rows(run_dir: Path, root: Path) -> list[ClaimRow]:
     for (benchmark, protocol), group in ok.groupby(["benchmark", "protocol"], sort=True):
         if protocol != "holdout":
             continue  # claims are judged under the honest protocol only
-        for label in sorted(set(group["method"]) - {BASELINE}):
+        for label in sorted(set(group["method"])):
             cls = METHODS.get(names.get(label, label)) if names.get(label, label) in METHODS else None
             claim = cls.info.claim if cls is not None else None
-            if claim is None or claim.metric not in group:
+            if claim is None or claim.metric not in group or label == claim.baseline:
                 continue
             scores = seed_scores(group, claim.metric)
-            if BASELINE not in scores or label not in scores:
+            if claim.baseline not in scores or label not in scores:
                 continue
-            own, base = scores[label].dropna(), scores[BASELINE].dropna()
+            own, base = scores[label].dropna(), scores[claim.baseline].dropna()
             diff = paired_difference(own.to_dict(), base.to_dict())
             out.append(ClaimRow(
                 method=label, suite=suite["name"], benchmark=str(benchmark), claim=claim, mean=float(own.mean()),
                 ci=bootstrap_ci(own.to_numpy()), baseline_mean=float(base.mean()), difference=diff.mean,
                 difference_ci=(diff.ci_low, diff.ci_high), seeds=diff.n_pairs, budget=budget_text(suite, str(benchmark)),
                 verdict=verdict(claim, diff.ci_low, diff.ci_high),
+                at_chance=seeds_at_chance(own, claim.metric, _dataset(suite, str(benchmark))),
                 command=f"python -m harness.run suites/{suite['name']}.yaml --out {root}"))
     return out
+
+
+def _dataset(suite: dict, benchmark: str) -> str:
+    return next(b["dataset"] for b in suite["benchmarks"] if bench_name(b) == benchmark)
+
+
+def _verdict_cell(row: ClaimRow) -> str:
+    chance = f"; {row.at_chance} of {row.seeds} seeds at chance" if row.at_chance else ""
+    return f"**{row.verdict}**{chance}"
 
 
 def _number(value: float, metric: str) -> str:
@@ -157,24 +181,29 @@ def missing_rows(rows: Sequence[ClaimRow], suites_dir: Path, root: Path) -> list
     return out
 
 
-def render(rows: Sequence[ClaimRow], root: Path) -> str:
-    """The markdown page: a table of verdicts, then the commands."""
+def render(rows: Sequence[ClaimRow], root: Path, notes: Path | None = None) -> str:
+    """The markdown page: a table of verdicts, the hand-written notes behind them (if any), the rules."""
+    options = f" --notes {notes}" if notes else ""
     lines = ["# Claims re-tested", "",
-             "Generated by `python -m dashboards.claims " + str(root) + " -o docs/claims.md` from the result stores "
+             f"Generated by `python -m dashboards.claims {root} -o docs/claims.md{options}` from the result stores "
              f"under `{root}/` (dashboards: `{root}/<suite>/<hash>/dashboard/index.html`). Each method is compared "
-             "with `erm` tuned with the same budget under the held-out protocol (test split sealed during tuning), "
+             "with its baseline (`erm`, unless the paper compared with another method) tuned with the same budget "
+             "under the held-out protocol (test split sealed during tuning), "
              "paired by seed. Accuracies in %. See the verdict rules at the end.", "",
-             "| method | paper's claim | metric | method mean [95% CI] | erm mean | paired diff [95% CI] | budget "
+             "| method | paper's claim | metric | method mean [95% CI] | baseline mean | paired diff [95% CI] | budget "
              "| verdict | reproduce |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r.suite, r.method)):
         metric = row.claim.metric
-        kind = "" if row.claim.kind == "better" else f" (no worse than erm by > {_number(row.claim.margin, metric)})"
+        base = row.claim.baseline
+        kind = "" if row.claim.kind == "better" else f" (no worse than {base} by > {_number(row.claim.margin, metric)})"
         lines.append(
             f"| `{row.method}` | {row.claim.text}{kind} | `{metric}` | {_number(row.mean, metric)} "
-            f"[{_number(row.ci[0], metric)}, {_number(row.ci[1], metric)}] | {_number(row.baseline_mean, metric)} "
+            f"[{_number(row.ci[0], metric)}, {_number(row.ci[1], metric)}] | {_number(row.baseline_mean, metric)} (`{base}`) "
             f"| {_number(row.difference, metric)} [{_number(row.difference_ci[0], metric)}, "
-            f"{_number(row.difference_ci[1], metric)}] | {row.budget} | **{row.verdict}** | `{row.command}` |")
+            f"{_number(row.difference_ci[1], metric)}] | {row.budget} | {_verdict_cell(row)} | `{row.command}` |")
+    if notes is not None:
+        lines += ["", "## Notes", "", notes.read_text().strip()]
     lines += ["", "## Verdicts", "", *[line.strip() for line in __doc__.split("Verdicts,")[1].splitlines()[1:]]]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -185,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--out", type=Path, default=None, help="write the markdown here (default: stdout)")
     parser.add_argument("--suites", type=Path, default=Path("suites"),
                         help="shipped suites, to name the one that measures a method no run has (default: suites)")
+    parser.add_argument("--notes", type=Path, default=None,
+                        help="a markdown file of observations behind the verdicts, included under 'Notes'")
     args = parser.parse_args(argv)
+    if args.notes is not None and not args.notes.is_file():
+        print(f"error: --notes {args.notes}: no such file", file=sys.stderr)
+        return 2
     runs = list(run_dirs(args.root)) if args.root.is_dir() else []
     if not runs:
         print(f"error: no suite run under {args.root} (a run directory holds suite.yaml and rows/)", file=sys.stderr)
@@ -196,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HarnessInputError, KeyError, pd.errors.EmptyDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    page = render(rows, args.root)
+    page = render(rows, args.root, args.notes)
     if args.out is None:
         sys.stdout.write(page)
     else:

@@ -65,6 +65,47 @@ def test_claim_rows_pair_by_seed_and_judge(tmp_path: Path) -> None:
     assert kd.command == f"python -m harness.run suites/distill.yaml --out {tmp_path}"
 
 
+def test_a_claim_against_another_method_is_paired_with_that_method(tmp_path: Path) -> None:
+    """xat claims to match additive AT (pgd_at), not to beat erm: its row pairs it with pgd_at."""
+    run_dir = tmp_path / "robust" / "0123456789abcdef"
+    suite = {"name": "robust", "benchmarks": [{"name": "fm", "dataset": "fashion_mnist", "model": "fast_cnn",
+                                               "budget": {"epochs": 1}}],
+             "methods": [{"name": "erm"}, {"name": "pgd_at"}, {"name": "xat"}], "final": {"seeds": [0, 1, 2]}}
+    run_dir.mkdir(parents=True)
+    (run_dir / "suite.yaml").write_text(yaml.safe_dump(suite))
+    store = ResultStore(run_dir)
+    accuracy = {"erm": (0.85, 0.86, 0.84), "pgd_at": (0.78, 0.79, 0.77), "xat": (0.775, 0.786, 0.768)}
+    for method, values in accuracy.items():
+        for seed, value in enumerate(values):
+            store.write({"row_id": f"final:holdout:fm:{method}:s{seed}", "phase": "final", "status": "ok",
+                         "benchmark": "fm", "protocol": "holdout", "method": method, "seed": seed,
+                         "test/accuracy": value, "test/pgd_linf_accuracy": 0.5})
+    rows = {row.method: row for row in claim_rows(run_dir, tmp_path)}
+    xat = rows["xat"]
+    assert xat.claim.baseline == "pgd_at" and xat.baseline_mean == pytest.approx(0.78)
+    assert xat.difference == pytest.approx(-0.0036666, abs=1e-6) and xat.verdict == "holds"  # within 1 point
+    assert rows["pgd_at"].baseline_mean == pytest.approx(0.5)  # pgd_at's own claim is on PGD accuracy, vs erm
+    page = (tmp_path / "claims.md")
+    assert main([str(tmp_path), "-o", str(page)]) == 0
+    assert "(no worse than pgd_at by > 1.00)" in page.read_text() and "| 78.00 (`pgd_at`) |" in page.read_text()
+
+
+def test_a_seed_that_ended_at_chance_is_named_beside_the_verdict(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path)
+    ResultStore(run_dir).write({"row_id": "final:holdout:fm:kd:s1", "phase": "final", "status": "ok", "benchmark": "fm",
+                                "protocol": "holdout", "method": "kd", "seed": 1, "test/accuracy": 0.1})  # diverged
+    rows = {row.method: row for row in claim_rows(run_dir, tmp_path)}
+    assert (rows["kd"].at_chance, rows["ls"].at_chance) == (1, 0)  # 10 classes: 10% is chance
+    notes = tmp_path / "notes.md"
+    notes.write_text("kd diverged on seed 1 at lr 0.3.\n")
+    out = tmp_path / "claims.md"
+    assert main([str(tmp_path), "-o", str(out), "--notes", str(notes)]) == 0
+    page = out.read_text()
+    assert "**not at this scale**; 1 of 3 seeds at chance |" in page
+    assert "## Notes\n\nkd diverged on seed 1 at lr 0.3." in page and f"--notes {notes}`" in page
+    assert main([str(tmp_path), "--notes", str(tmp_path / "missing.md")]) == 2
+
+
 def test_main_writes_the_page_and_refuses_an_empty_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_run(tmp_path / "runs")
     out = tmp_path / "claims.md"
