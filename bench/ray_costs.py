@@ -119,15 +119,50 @@ def fit_pair(job: Job, scratch: Path, repeat: int) -> FitPair:
 # ---------------------------------------------------------------- (s) per final-run start
 
 
-def start_costs(job: Job, scratch: Path, repeats: int) -> tuple[list[float], list[float]]:
-    """(walls through `submit_final`, walls of the same one-step `final_run` in-process), `repeats` each."""
+def _first_line_loop(config: dict[str, Any]) -> None:
+    """A Train worker that does nothing: it notes when its loop began, reports once and ends."""
+    import ray.train
+
+    Path(config["out"]).write_text(json.dumps(time.time()))
+    ray.train.report({})
+
+
+@dataclass(frozen=True)
+class BareFit:
+    """A `TorchTrainer` fit whose loop does nothing: Ray Train's own floor under every final run."""
+
+    wall_s: float
+    first_line_s: float  # from `fit()` to the loop's first line: controller, worker actor, train context
+
+    @property
+    def end_s(self) -> float:
+        return self.wall_s - self.first_line_s
+
+
+def bare_fit(scratch: Path, name: str) -> BareFit:
+    from ray.train import RunConfig
+
+    from harness.final_runs import Workers, trainer
+
+    out = scratch / f"{name}.json"
+    fit = trainer(_first_line_loop, {"out": str(out)}, Workers(), RunConfig(name=name, storage_path=str(scratch / "train")))
+    start = time.time()
+    result = fit.fit()
+    wall = time.time() - start
+    if result.error is not None:
+        raise result.error
+    return BareFit(wall, json.loads(out.read_text()) - start)
+
+
+def start_costs(job: Job, scratch: Path, repeats: int) -> tuple[list[float], list[float], list[BareFit]]:
+    """(walls through `submit_final`, walls of the same one-step `final_run` in-process, bare fits), `repeats` each."""
     import ray
 
     from harness.final_runs import submit_final
     from harness.storage import local_storage
 
     one_step = replace(job, steps=1).run_spec(Budget(steps=1))
-    submitted, in_process = [], []
+    submitted, in_process, bare = [], [], []
     for repeat in range(repeats):
         start = time.perf_counter()
         ray.get(submit_final(one_step, None, storage=local_storage(scratch / "train"), name=f"start-{repeat}"))
@@ -136,8 +171,10 @@ def start_costs(job: Job, scratch: Path, repeats: int) -> tuple[list[float], lis
         start = time.perf_counter()
         final_run(one_step, device=torch.device("cpu"))
         in_process.append(time.perf_counter() - start)
-        log(f"    one-step final run: submitted {submitted[-1]:.2f} s, in-process {in_process[-1]:.2f} s")
-    return submitted, in_process
+        bare.append(bare_fit(scratch, f"bare-{repeat}"))
+        log(f"    one-step final run: submitted {submitted[-1]:.2f} s, in-process {in_process[-1]:.2f} s; "
+            f"bare fit {bare[-1].wall_s:.2f} s, its loop began after {bare[-1].first_line_s:.2f} s")
+    return submitted, in_process, bare
 
 
 # ---------------------------------------------------------------- (w) 2-worker scaling
@@ -191,6 +228,7 @@ class Results:
     pairs: list[FitPair]
     submitted: list[float]
     in_process: list[float]
+    bare_fits: list[BareFit]
     scaled: dict[int, list[dict[str, Any]]]
     machine: dict[str, str]
 
@@ -244,14 +282,14 @@ def measure(options: Options) -> Results:
             with_checkpoint = report_walls(options.reports, checkpoint_bytes, scratch, "checkpoint")
             pairs = [fit_pair(job, scratch, repeat) for repeat in range(options.repeats)]
             log("(s) per final-run start")
-            submitted, in_process = start_costs(job, scratch, options.repeats)
+            submitted, in_process, bare_fits = start_costs(job, scratch, options.repeats)
             log("(w) 1 vs 2 workers")
             scaled = scaling(job, scratch, options.repeats)
         finally:
             cluster.shutdown()
     machine["load_end"] = f"{os.getloadavg()[0]:.2f}"
     return Results(options, job, steps_per_epoch, checkpoint_bytes, bare, with_checkpoint, pairs, submitted,
-                   in_process, scaled, machine)
+                   in_process, bare_fits, scaled, machine)
 
 
 # ---------------------------------------------------------------- the section
@@ -272,6 +310,10 @@ def summary_table(r: Results) -> str:
         ["the same on the whole fit's wall (includes start-up noise)", f"{r.measured_share_wall():+.1%}", "", ""],
         ["per final run: one-step run through `submit_final` - the same `final_run` in-process (median)",
          f"{r.start_s():.2f} s", "", ""],
+        ["of which Ray Train's floor: a fit whose loop does nothing (median wall)",
+         f"{statistics.median(b.wall_s for b in r.bare_fits):.2f} s", "", ""],
+        ["... until its loop's first line (controller actor, worker actor, train context)",
+         f"{statistics.median(b.first_line_s for b in r.bare_fits):.2f} s", "", ""],
         ["2 workers vs 1, same config: wall speed-up (median walls)", f"{r.speedup():.2f}x", "", ""],
         ["2 workers vs 1: training-loop speed-up", f"{r.loop_speedup():.2f}x", "", ""],
     ]
@@ -283,6 +325,8 @@ def detail_table(r: Results) -> str:
              f"{p.with_reports['train/wall_s']:.2f} / {p.without['train/wall_s']:.2f}"] for i, p in enumerate(r.pairs)]
     rows += [[f"one-step final run #{i + 1}: submitted / in-process", f"{s:.2f} / {p:.2f}", ""]
              for i, (s, p) in enumerate(zip(r.submitted, r.in_process, strict=True))]
+    rows += [[f"bare fit #{i + 1}: wall / until the loop's first line", f"{b.wall_s:.2f} / {b.first_line_s:.2f}", ""]
+             for i, b in enumerate(r.bare_fits)]
     for workers, runs in r.scaled.items():
         rows += [[f"{workers} worker(s) #{i + 1} ({run['train/steps']:.0f} steps, final loss {run['train/final_loss']:.4f})",
                   f"{run['wall_s']:.2f}", f"{run['train/wall_s']:.2f}"] for i, run in enumerate(runs)]
