@@ -13,8 +13,8 @@ Verdicts, with d = method - baseline paired by seed and [lo, hi] its 95% interva
 - claim `no_worse`: holds if lo >= -margin; contradicted if hi < -margin; else "not at this scale".
 With three seeds the percentile bootstrap is optimistic (it cannot see beyond the three differences):
 read "holds" as "consistent in every seed pair", not as a significance test.
-A verdict on accuracy also counts the seeds whose run ended at chance level (within 2 points of
-1/classes): a diverged or collapsed run, which a mean alone would hide.
+Beside each verdict: the seeds whose run ended at chance level (clean test accuracy within 2 points
+of 1/classes), a diverged or collapsed run that a mean alone would hide.
 """
 
 from __future__ import annotations
@@ -72,13 +72,21 @@ def verdict(claim: Claim, low: float, high: float) -> str:
 CHANCE_MARGIN = 0.02
 
 
-def seeds_at_chance(scores: pd.Series, metric: str, dataset: str) -> int:
-    """How many seeds' accuracy ended within `CHANCE_MARGIN` of 1/classes (0 for other metrics, unknown data)."""
+CLEAN_ACCURACY = "test/accuracy"
+
+
+def seeds_at_chance(group: pd.DataFrame, method: str, bench: dict) -> int:
+    """How many of `method`'s seeds ended with a clean test accuracy within `CHANCE_MARGIN` of 1/classes,
+    whatever the claim's metric (a collapsed run is one, robust accuracy near chance is not). Class-incremental
+    runs are left out: after the last task, accuracy near 1/tasks is forgetting, not collapse."""
     from harness.data import DATASETS
 
-    if not metric.endswith("accuracy") or dataset not in DATASETS:
+    if CLEAN_ACCURACY not in group or bench["dataset"] not in DATASETS or (bench.get("scenario") or {}).get("continual"):
         return 0
-    return int((scores <= 1.0 / DATASETS.get(dataset).info.num_classes + CHANCE_MARGIN).sum())
+    scores = seed_scores(group, CLEAN_ACCURACY)
+    if method not in scores:
+        return 0
+    return int((scores[method].dropna() <= 1.0 / DATASETS.get(bench["dataset"]).info.num_classes + CHANCE_MARGIN).sum())
 
 
 def run_dirs(root: Path) -> Iterator[Path]:
@@ -91,9 +99,13 @@ def bench_name(bench: dict) -> str:
     return bench.get("name") or f"{bench['dataset']}-{bench['model']}"
 
 
+def _bench(suite: dict, benchmark: str) -> dict:
+    return next(b for b in suite["benchmarks"] if bench_name(b) == benchmark)
+
+
 def budget_text(suite: dict, benchmark: str) -> str:
     """The suite's budget for one benchmark, in a few words."""
-    bench = next(b for b in suite["benchmarks"] if bench_name(b) == benchmark)
+    bench = _bench(suite, benchmark)
     final = bench["budget"]
     tuning = bench.get("tuning_budget") or final
     trials = suite.get("tuning", {}).get("trials", 8)
@@ -138,13 +150,9 @@ def claim_rows(run_dir: Path, root: Path) -> list[ClaimRow]:
                 ci=bootstrap_ci(own.to_numpy()), baseline_mean=float(base.mean()), difference=diff.mean,
                 difference_ci=(diff.ci_low, diff.ci_high), seeds=diff.n_pairs, budget=budget_text(suite, str(benchmark)),
                 verdict=verdict(claim, diff.ci_low, diff.ci_high),
-                at_chance=seeds_at_chance(own, claim.metric, _dataset(suite, str(benchmark))),
+                at_chance=seeds_at_chance(group, label, _bench(suite, str(benchmark))),
                 command=f"python -m harness.run suites/{suite['name']}.yaml --out {root}"))
     return out
-
-
-def _dataset(suite: dict, benchmark: str) -> str:
-    return next(b["dataset"] for b in suite["benchmarks"] if bench_name(b) == benchmark)
 
 
 def _verdict_cell(row: ClaimRow) -> str:

@@ -79,12 +79,13 @@ def test_a_claim_against_another_method_is_paired_with_that_method(tmp_path: Pat
         for seed, value in enumerate(values):
             store.write({"row_id": f"final:holdout:fm:{method}:s{seed}", "phase": "final", "status": "ok",
                          "benchmark": "fm", "protocol": "holdout", "method": method, "seed": seed,
-                         "test/accuracy": value, "test/pgd_linf_accuracy": 0.5})
+                         "test/accuracy": value, "test/pgd_linf_accuracy": {"erm": 0.1, "pgd_at": 0.11}.get(method, 0.5)})
     rows = {row.method: row for row in claim_rows(run_dir, tmp_path)}
     xat = rows["xat"]
     assert xat.claim.baseline == "pgd_at" and xat.baseline_mean == pytest.approx(0.78)
     assert xat.difference == pytest.approx(-0.0036666, abs=1e-6) and xat.verdict == "holds"  # within 1 point
-    assert rows["pgd_at"].baseline_mean == pytest.approx(0.5)  # pgd_at's own claim is on PGD accuracy, vs erm
+    assert rows["pgd_at"].baseline_mean == pytest.approx(0.1)  # pgd_at's own claim is on PGD accuracy, vs erm
+    assert all(row.at_chance == 0 for row in rows.values())  # robust accuracy at 11% is no collapse
     page = (tmp_path / "claims.md")
     assert main([str(tmp_path), "-o", str(page)]) == 0
     assert "(no worse than pgd_at by > 1.00)" in page.read_text() and "| 78.00 (`pgd_at`) |" in page.read_text()
