@@ -154,3 +154,13 @@ def test_a_method_no_run_measured_gets_a_not_run_row_naming_its_suite(tmp_path: 
     assert rows["p_diff"].verdict == "not run" and rows["p_diff"].suite == "noisy"
     assert rows["p_diff"].command == f"python -m harness.run suites/noisy.yaml --out {tmp_path / 'runs'}"
     assert rows["bd_kd"].command == "no shipped suite"
+
+
+def test_the_published_claims_page_is_what_its_command_builds(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """docs/claims.md is generated: rebuilding it from docs/leaderboard and the notes gives the same page, so
+    a hand edit, a changed claim or a republished run without a rebuild fails here."""
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    assert main(["docs/leaderboard", "--notes", "docs/claims-notes.md"]) == 0
+    assert capsys.readouterr().out == (root / "docs" / "claims.md").read_text()
