@@ -4,9 +4,9 @@ harness measured, from the result stores of the suite runs under ROOT.
 For every method that declares a `Claim` (in its `MethodInfo`) and has final runs beside the claim's
 baseline (`erm`, or the method the paper compared with) in some suite run, one row: the paper's claim, the
 method's mean and 95% bootstrap interval over seeds on the claimed metric, the paired difference with the
-baseline (same seeds) and its interval, the budget the suite
-gave, the verdict, and the command that reproduces the run. Reads only the stores and the suite copies
-the runs wrote (`suite.yaml`); imports methods only to read their declared claims.
+baseline (same seeds) and its interval, the budget the suite gave, the verdict, and the command that
+reproduces the run. Reads only the stores and the suite copies the runs wrote (`suite.yaml`); imports
+methods only to read their declared claims.
 
 Verdicts, with d = method - baseline paired by seed and [lo, hi] its 95% interval, signed so that up is good:
 - claim `better`:   holds if lo > 0; contradicted if hi < 0; else "not at this scale" (no detectable gain).
@@ -69,9 +69,7 @@ def verdict(claim: Claim, low: float, high: float) -> str:
     return "not at this scale"
 
 
-CHANCE_MARGIN = 0.02
-
-
+CHANCE_MARGIN = 0.02  # a run within 2 points of 1/classes ended at chance
 CLEAN_ACCURACY = "test/accuracy"
 
 
