@@ -74,6 +74,26 @@ def cell_spaces(suite: Suite) -> dict[str, dict[str, Any]]:
             for cell in suite_cells(suite)}
 
 
+def default_point(cell: Cell, space: Mapping[str, Any]) -> dict[str, Any]:
+    """The cell's defaults as a point of its flat search space: the benchmark's `train` settings for
+    `train.x`, the method's config (its defaults and the suite's overrides) for `method.y`; a default
+    outside its dimension is clipped into it, and a dimension without one (None) is left to the sampler."""
+    from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX
+    from harness.method import build_method
+    from harness.search_space import clip_to
+
+    config = build_method(cell.method.name, cell.method.config).config
+    point = {}
+    for key, dim in space.items():
+        if key.startswith(TRAIN_PREFIX):
+            value = getattr(cell.tune_benchmark.train, key.removeprefix(TRAIN_PREFIX))
+        else:
+            value = getattr(config, key.removeprefix(METHOD_PREFIX))
+        if value is not None:
+            point[key] = clip_to(dim, value)
+    return point
+
+
 class SuiteRunner:
     """Drives one suite run into `run_dir` on a connected Ray cluster."""
 
@@ -186,7 +206,8 @@ class SuiteRunner:
         for cell in sorted(self.cells, key=self._needs_teacher):
             space = spaces[cell.key]
             stored = {int(row["trial_index"]) for row in self.trial_rows(cell)}
-            for trial in prepare_study(storage, cell.key, space, tuning.mode):
+            first = default_point(cell, space) if tuning.start_from_defaults else None
+            for trial in prepare_study(storage, cell.key, space, tuning.mode, first):
                 if trial.number not in stored:  # the driver died between the study's record and the store's
                     self.store.write(self._trial_row(cell, recovered_record(cell.key, trial, tuning.metric)))
                     stored.add(trial.number)

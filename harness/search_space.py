@@ -53,6 +53,14 @@ class Choice(BaseModel):
 Dimension = IntRange | FloatRange | Choice
 
 
+def clip_to(dim: Dimension, value: Any) -> Any:
+    """`value` made a point of `dim`: a range's nearest bound if outside it, a choice's first if not among them."""
+    if isinstance(dim, Choice):
+        return value if value in dim.choices else dim.choices[0]
+    clipped = min(max(value, dim.low), dim.high)
+    return int(round(clipped)) if isinstance(dim, IntRange) else float(clipped)
+
+
 def parse_dimension(raw: Any) -> Dimension:
     """Read a YAML mapping into a dimension; raises ValueError with a hint on any other shape."""
     if isinstance(raw, IntRange | FloatRange | Choice):

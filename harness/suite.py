@@ -230,6 +230,9 @@ class TuningSpec(Strict):
                          "data-parallel TorchTrainer; 1 trains inside the Tune trial itself")
     max_concurrent: int | None = Field(None, gt=0, description="default: what the cluster's CPUs and GPUs allow")
     engine_space: dict[str, ParsedDimension] = Field(default_factory=default_engine_space)
+    start_from_defaults: bool = Field(False, description="each cell's first trial runs the benchmark's `train` "
+                                      "settings and the method's config (its paper's defaults); TPE proposes the "
+                                      "rest, so a short search can only improve on them")
 
     @property
     def cpus_per_worker(self) -> float:
@@ -242,7 +245,7 @@ class TuningSpec(Strict):
     @model_serializer(mode="wrap")
     def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # suites written before trials had workers and GPUs keep their hashes (and result directories)
-        return _omit_defaults(self, handler(self), workers=1, gpus_per_trial=0)
+        return _omit_defaults(self, handler(self), workers=1, gpus_per_trial=0, start_from_defaults=False)
 
     @field_validator("engine_space")
     @classmethod

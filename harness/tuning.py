@@ -100,8 +100,12 @@ def open_storage(run_dir: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
 
 
-def prepare_study(storage: JournalStorage, key: str, space: Mapping[str, Dimension], mode: str) -> list[optuna.trial.FrozenTrial]:
+def prepare_study(storage: JournalStorage, key: str, space: Mapping[str, Dimension], mode: str,
+                  first: Mapping[str, Any] | None = None) -> list[optuna.trial.FrozenTrial]:
     """Create or reopen the cell's study; return its finished trials.
+
+    A new study gets `first` (a point of `space`, e.g. the defaults) queued as its first trial; a
+    reopened one already has it, so a resumed run never queues it twice.
 
     Refuses (HarnessInputError) a study whose recorded search space differs from `space`: its trials
     were sampled from another distribution, and TPE would mix the two. Trials left running by a
@@ -114,6 +118,8 @@ def prepare_study(storage: JournalStorage, key: str, space: Mapping[str, Dimensi
     recorded = study.user_attrs.get("search_space")
     if recorded is None:
         study.set_user_attr("search_space", signature)
+        if first:
+            study.enqueue_trial(dict(first))
     else:
         _refuse_changed_space(key, recorded, signature)
     finished = []

@@ -143,3 +143,20 @@ def test_protocols_tune_on_their_own_splits_and_share_identical_final_runs(repo_
                                                                       "final:oracle:digits:erm:s0"}
     assert (oracle["protocol"], holdout["protocol"]) == ("oracle", "holdout")
     assert "oracle (tuned on test)" in proc.stdout
+
+
+def test_start_from_defaults_runs_the_defaults_as_each_cells_first_trial(repo_root, tmp_path) -> None:
+    """`tuning.start_from_defaults`: trial 0 trains the benchmark's train settings and the method's config
+    (clipped into its search space), TPE proposes trial 1; without the key the suite hash is unchanged."""
+    overrides = ("methods=[{name: label_smoothing, config: {smoothing: 0.5}}]", "tuning.trials=2",
+                 "tuning.start_from_defaults=true", "final.seeds=[0]")
+    args = ["--out", str(tmp_path), "--no-dashboard", *[x for o in overrides for x in ("--set", o)]]
+    proc = run_cli(repo_root, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    suite = load_suite(repo_root / "suites" / "smoke.yaml", overrides)
+    assert suite.hash != load_suite(repo_root / "suites" / "smoke.yaml", overrides[:-2] + overrides[-1:]).hash
+    rows = read_results(tmp_path / suite.name / suite.hash).set_index("row_id")
+    first = json.loads(rows.loc["tune:holdout:digits:label_smoothing:0000", "config_json"])
+    assert first == {"method.smoothing": 0.3, "train.lr": 0.05, "train.weight_decay": 0.0005}  # 0.5 clipped to 0.3
+    second = json.loads(rows.loc["tune:holdout:digits:label_smoothing:0001", "config_json"])
+    assert second != first and 0.0 <= second["method.smoothing"] <= 0.3

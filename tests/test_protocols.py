@@ -12,8 +12,9 @@ import torch
 from harness.data import DataAccess, load_split
 from harness.errors import HarnessInputError, SealedSplitError
 from harness.jobs import RunSpec, final_run, tuning_trial
+from harness.runner import cell_spaces, default_point, suite_cells
 from harness.search_space import FloatRange
-from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec
+from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec, load_suite
 from harness.tuning import open_storage, prepare_study, recovered_record, space_signature
 
 SPACE = {"train.lr": FloatRange(low=0.01, high=0.3, log=True)}
@@ -89,6 +90,29 @@ def test_a_study_reopens_with_its_finished_trials(tmp_path: Path) -> None:
         study.tell(trial, value)
     reopened = prepare_study(open_storage(tmp_path), "holdout:digits:erm", SPACE, "max")
     assert [t.number for t in reopened] == [0, 1] and [t.value for t in reopened] == [0.5, 0.7]
+
+
+def test_a_new_study_queues_its_first_point_once(tmp_path: Path) -> None:
+    """`first` (the defaults) becomes trial 0 of a new study; reopening, as a resumed run does, adds no copy."""
+    first = {"train.lr": 0.05}
+    storage = open_storage(tmp_path)
+    prepare_study(storage, "holdout:digits:erm", SPACE, "max", first)
+    prepare_study(open_storage(tmp_path), "holdout:digits:erm", SPACE, "max", first)
+    study = optuna.load_study(study_name="holdout:digits:erm", storage=storage)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.WAITING]
+    trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(0.01, 0.3, log=True)})
+    assert trial.number == 0 and trial.params == first
+
+
+def test_default_point_reads_the_train_settings_and_the_method_config() -> None:
+    suite = load_suite(Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml",
+                       ["methods=[{name: label_smoothing, config: {smoothing: 0.5}}, {name: pgd_at}]"])
+    spaces = cell_spaces(suite)
+    cells = {cell.method.name: cell for cell in suite_cells(suite)}
+    smoothing = default_point(cells["label_smoothing"], spaces[cells["label_smoothing"].key])
+    assert smoothing == {"train.lr": 0.05, "train.weight_decay": 0.0005, "method.smoothing": 0.3}  # clipped
+    pgd = default_point(cells["pgd_at"], spaces[cells["pgd_at"].key])
+    assert set(pgd) <= set(spaces[cells["pgd_at"].key]) and pgd["train.lr"] == 0.05
 
 
 def test_a_changed_search_space_is_refused(tmp_path: Path) -> None:
