@@ -21,20 +21,11 @@ from methods.pld import plackett_luce_loss, teacher_optimal_order
 from methods.trades import kl_attack, kl_divergence, trades_objective
 from methods.uskd import WithWeakClassifier, intermediate_tap, soft_target_weights, zipf_non_target_labels
 from methods.xat import multiplicative_attack
+from tests.fixed_models import FixedLogits
 
 CPU = torch.device("cpu")
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
-
-class FixedLogits(nn.Module):
-    """Returns the same (learnable) logits for any batch: a model whose outputs a test chooses."""
-
-    def __init__(self, logits: list[list[float]]) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.tensor(logits))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits
 
 
 def frozen(logits: list[list[float]]) -> nn.Module:

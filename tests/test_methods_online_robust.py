@@ -22,6 +22,7 @@ from methods.adv_finetune import slow_start_fast_decay
 from methods.ani import NoisyBatchNorm2d, adaptive_noise
 from methods.bd_kd import balanced_divergence, kl_per_sample
 from methods.ghost_bn import GhostBatchNorm2d
+from tests.fixed_models import FixedLogits
 
 CPU = torch.device("cpu")
 CLASSES = 10
@@ -53,16 +54,6 @@ def context(teacher: nn.Module | None = None, teacher_model: str | None = "fast_
     return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU, teacher=teacher,
                         extras=extras)
 
-
-class FixedLogits(nn.Module):
-    """Returns the same (learnable) logits for any batch: a model whose outputs the test chooses."""
-
-    def __init__(self, logits: list[list[float]]) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.tensor(logits))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits
 
 
 # ---------------------------------------------------------------- bd_kd
