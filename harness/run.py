@@ -56,7 +56,7 @@ def check_inputs(suite: Suite, run_dir: Path, resume: bool) -> Storage:
         raise HarnessInputError(f"{run_dir} already holds results of this suite; pass --resume to continue it, "
                                 "or --out DIR to start a separate run")
     if resume:
-        from harness.runner import cell_spaces
+        from harness.plan import cell_spaces
         from harness.tuning import check_study_spaces
 
         check_study_spaces(run_dir, cell_spaces(suite))

@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,12 @@ from rich.markup import escape
 
 from harness import cluster
 from harness.jobs import RunSpec
-from harness.method import METHODS, MethodInfo
+from harness.plan import Cell, plan_suite
 from harness.progress import Progress
 from harness.provenance import git_commit, hardware, library_versions
 from harness.storage import Storage, resolve_storage
 from harness.store import ResultStore
-from harness.suite import BenchmarkSpec, MethodEntry, Suite, method_search_space, stable_hash
+from harness.suite import BenchmarkSpec, Suite, stable_hash
 
 
 def now() -> str:
@@ -41,59 +40,6 @@ def select_best_trial(trials: list[Mapping[str, Any]], metric: str, mode: str = 
     return max(scored, key=lambda t: (sign * float(t[metric]), -int(t.get("trial_index", 0))))
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One benchmark x protocol x method: tuned once, then retrained for every seed."""
-
-    benchmark: BenchmarkSpec
-    protocol: str
-    method: MethodEntry
-
-    @property
-    def key(self) -> str:
-        return f"{self.protocol}:{self.benchmark.name}:{self.method.label}"
-
-    @property
-    def tune_benchmark(self) -> BenchmarkSpec:
-        """The benchmark as tuning sees it: under cross_dataset, the same task on `tune_dataset`'s data."""
-        if self.protocol == "cross_dataset" and self.benchmark.tune_dataset:
-            return self.benchmark.model_copy(update={"dataset": self.benchmark.tune_dataset})
-        return self.benchmark
-
-
-def suite_cells(suite: Suite) -> list[Cell]:
-    """Every benchmark x protocol x method of the suite, in suite order."""
-    return [Cell(b, p, m) for b in suite.benchmarks for p in suite.protocols for m in suite.methods]
-
-
-def cell_spaces(suite: Suite) -> dict[str, dict[str, Any]]:
-    """Each cell's flat search space (engine `train.x` and method `method.y` dimensions), by cell key."""
-    from harness.tuning import to_tune_space
-
-    return {cell.key: to_tune_space(suite.tuning.engine_space, method_search_space(cell.method))
-            for cell in suite_cells(suite)}
-
-
-def default_point(cell: Cell, space: Mapping[str, Any]) -> dict[str, Any]:
-    """The cell's defaults as a point of its flat search space: the benchmark's `train` settings for
-    `train.x`, the method's config (its defaults and the suite's overrides) for `method.y`; a default
-    outside its dimension is clipped into it, and a dimension without one (None) is left to the sampler."""
-    from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX
-    from harness.method import build_method
-    from harness.search_space import clip_to
-
-    config = build_method(cell.method.name, cell.method.config).config
-    point = {}
-    for key, dim in space.items():
-        if key.startswith(TRAIN_PREFIX):
-            value = getattr(cell.tune_benchmark.train, key.removeprefix(TRAIN_PREFIX))
-        else:
-            value = getattr(config, key.removeprefix(METHOD_PREFIX))
-        if value is not None:
-            point[key] = clip_to(dim, value)
-    return point
-
-
 class SuiteRunner:
     """Drives one suite run into `run_dir` on a connected Ray cluster."""
 
@@ -103,7 +49,9 @@ class SuiteRunner:
         # Ray Train / Tune scratch (checkpoints, experiment state): `output.storage`, else the run directory
         self.scratch = scratch or resolve_storage(suite.output.storage, run_dir, suite.name, suite.hash)
         self.store = ResultStore(run_dir)
-        self.cells = suite_cells(suite)
+        self.plan = plan_suite(suite)
+        self.seeds = self.plan.seeds
+        self.cells = [cell_plan.cell for cell_plan in self.plan.cells]
         self._teacher_cache: dict[str, bytes] = {}
         self._teacher_refs: dict[str, tuple[Any, str]] = {}
         self._teacher_jobs: dict[str, tuple[BenchmarkSpec, str, int]] = {}  # teachers under way, by row id
@@ -137,7 +85,8 @@ class SuiteRunner:
                 self._teacher_cache[row_id] = path.read_bytes()
                 return self._teacher_cache[row_id]
             final = self.suite.final
-            self._teacher_refs[row_id] = (cluster.submit_teacher(bench, phase, seed, self.suite.tuning.sampler_seed,
+            split_seed = self.seeds.tuning_split if phase == "tune" else self.seeds.final_split
+            self._teacher_refs[row_id] = (cluster.submit_teacher(bench, phase, seed, split_seed,
                                                                  final.cpus_per_worker, final.worker_gpus), now())
             self._teacher_jobs[row_id] = (bench, phase, seed)
         return self._teacher_refs[row_id][0][0]  # the weights' ref
@@ -202,12 +151,10 @@ class SuiteRunner:
         self.progress.start("tune", len(self.cells) * tuning.trials)
         due: list[TuningCell] = []
         # cells whose teacher must train first go last, so their teacher trains while the others tune
-        spaces = cell_spaces(self.suite)
-        for cell in sorted(self.cells, key=self._needs_teacher):
-            space = spaces[cell.key]
+        for cell_plan in sorted(self.plan.cells, key=lambda plan: plan.cell.needs_teacher):
+            cell, space = cell_plan.cell, cell_plan.space
             stored = {int(row["trial_index"]) for row in self.trial_rows(cell)}
-            first = default_point(cell, space) if tuning.start_from_defaults else None
-            for trial in prepare_study(storage, cell.key, space, tuning.mode, first):
+            for trial in prepare_study(storage, cell.key, space, tuning.mode, cell_plan.first_trial):
                 if trial.number not in stored:  # the driver died between the study's record and the store's
                     self.store.write(self._trial_row(cell, recovered_record(cell.key, trial, tuning.metric)))
                     stored.add(trial.number)
@@ -216,9 +163,9 @@ class SuiteRunner:
             if len(stored) >= tuning.trials:
                 continue
             bench = cell.tune_benchmark
-            teacher = self.teacher_source(bench, "tune", tuning.sampler_seed) if self._needs_teacher(cell) else None
-            spec = RunSpec(benchmark=bench, method=cell.method, seed=tuning.sampler_seed, protocol=cell.protocol,
-                           split_seed=tuning.sampler_seed, threads=max(1, int(tuning.cpus_per_worker)))
+            teacher = self.teacher_source(bench, "tune", self.seeds.teacher) if cell.needs_teacher else None
+            spec = RunSpec(benchmark=bench, method=cell.method, seed=self.seeds.trial, protocol=cell.protocol,
+                           split_seed=self.seeds.tuning_split, threads=max(1, int(tuning.cpus_per_worker)))
             due.append(TuningCell(key=cell.key, spec=spec, space=space, trials=tuning.trials - len(stored),
                                   teacher=teacher, next_index=max(stored, default=-1) + 1))
         by_key = {cell.key: cell for cell in self.cells}
@@ -245,7 +192,7 @@ class SuiteRunner:
 
     def _trial_row(self, cell: Cell, record: Any) -> dict[str, Any]:
         row = self.base_row(f"tune:{cell.key}:{record.index:04d}", "tune", cell.tune_benchmark, cell.method.label,
-                            self.suite.tuning.sampler_seed, cell.protocol)
+                            self.seeds.trial, cell.protocol)
         row.update(record.metrics)
         row.update(benchmark=cell.benchmark.name, trial=f"{record.index:04d}", trial_index=record.index,
                    status=record.status, error=record.error,
@@ -255,18 +202,7 @@ class SuiteRunner:
         row["tune/iterations"] = float(record.iterations)
         return row
 
-    def _method_info(self, cell: Cell) -> MethodInfo:
-        return METHODS.get(cell.method.name).info
-
-    def _needs_teacher(self, cell: Cell) -> bool:
-        return self._method_info(cell).needs_teacher
-
     # ------------------------------------------------------------------ final runs
-
-    def final_jobs(self, best: Mapping[str, dict[str, Any] | None]) -> Iterator[tuple[Cell, int, dict[str, Any] | None]]:
-        for cell in self.cells:
-            for seed in self.suite.final.seeds:
-                yield cell, seed, best.get(cell.key)
 
     def final_all(self, best: Mapping[str, dict[str, Any] | None]) -> None:
         """Retrain every cell's frozen config for every seed, a few at a time, storing each row as it lands."""
@@ -275,7 +211,7 @@ class SuiteRunner:
         from harness.final_runs import Workers, submit_final
 
         final = self.suite.final
-        jobs = list(self.final_jobs(best))
+        jobs = [(job.cell, job.seed, best.get(job.cell.key)) for job in self.plan.final_jobs()]
         self.progress.start("final", len(jobs))
         workers = Workers(final.workers, final.cpus_per_worker, final.worker_gpus)
         slots = self.cluster.slots(workers.count * workers.cpus, workers.count * workers.gpus)
@@ -312,15 +248,15 @@ class SuiteRunner:
         # teachers train while the first runs do; the costliest runs start first so the tail is short,
         # and distillation runs go last, when their teachers are ready
         teachers = {(cell.benchmark.name, seed): self.teacher_source(cell.benchmark, "final", seed)
-                    for cell, seed, _, _ in queue if self._needs_teacher(cell)}
-        queue.sort(key=lambda job: (self._needs_teacher(job[0]), -self._method_info(job[0]).cost_factor))
+                    for cell, seed, _, _ in queue if cell.needs_teacher}
+        queue.sort(key=lambda job: (job[0].needs_teacher, -job[0].method_info.cost_factor))
         while queue or pending:
             while queue and len(pending) < slots:
                 cell, seed, params, row = queue.pop(0)
                 teacher = teachers.get((cell.benchmark.name, seed))  # weights, or the ref of the task training them
                 spec = RunSpec(benchmark=cell.benchmark, method=cell.method, seed=seed, hyperparams=params,
                                protocol=cell.protocol,
-                               split_seed=self.suite.tuning.sampler_seed, metrics=self.suite.evaluation.metrics,
+                               split_seed=self.seeds.final_split, metrics=self.suite.evaluation.metrics,
                                threads=workers.threads)
                 ref = submit_final(spec, teacher, storage=self.scratch.child("ray_train"),
                                    name=f"{row['row_id'].replace(':', '-')}-{row['config_hash'][:8]}",

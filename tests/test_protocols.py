@@ -12,7 +12,7 @@ import torch
 from harness.data import DataAccess, load_split
 from harness.errors import HarnessInputError, SealedSplitError
 from harness.jobs import RunSpec, final_run, tuning_trial
-from harness.runner import cell_spaces, default_point, suite_cells
+from harness.plan import cell_spaces, default_point, suite_cells
 from harness.search_space import FloatRange
 from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec, load_suite
 from harness.tuning import open_storage, prepare_study, recovered_record, space_signature
