@@ -20,6 +20,7 @@ from harness.data import (
     DataAccess,
     ImageArrays,
     ScenarioError,
+    ScenarioSpec,
     apply_scenario,
     asymmetric_label_noise,
     class_counts,
@@ -30,7 +31,7 @@ from harness.data import (
     long_tail_imbalance,
     symmetric_label_noise,
 )
-from harness.suite import BenchmarkSpec, ScenarioSpec, validate_suite
+from harness.suite import BenchmarkSpec, validate_suite
 
 K = 10
 ROOT = Path(__file__).resolve().parent.parent

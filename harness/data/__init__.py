@@ -15,6 +15,14 @@ from harness.data.access import (
 from harness.data.augment import BatchAugment
 from harness.data.batches import epoch_order, iterate_batches, num_batches
 from harness.data.idx import IdxFormatError, read_idx
+from harness.data.scenario_spec import (
+    ContinualSpec,
+    FewDataSpec,
+    FewLabelsSpec,
+    ImbalanceSpec,
+    LabelNoiseSpec,
+    ScenarioSpec,
+)
 from harness.data.scenarios import (
     ScenarioError,
     apply_scenario,
@@ -42,12 +50,18 @@ __all__ = [
     "PHASE_SPLITS",
     "TRAINING_SPLIT",
     "BatchAugment",
+    "ContinualSpec",
     "DataAccess",
     "DatasetInfo",
     "DatasetSource",
+    "FewDataSpec",
+    "FewLabelsSpec",
     "IdxFormatError",
+    "ImbalanceSpec",
     "ImageArrays",
+    "LabelNoiseSpec",
     "ScenarioError",
+    "ScenarioSpec",
     "UnknownSplitError",
     "apply_scenario",
     "asymmetric_label_noise",

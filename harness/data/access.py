@@ -14,17 +14,15 @@ balanced and scores stay comparable across scenarios.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
+from harness.data.scenario_spec import ScenarioSpec
 from harness.data.scenarios import apply_scenario
 from harness.data.sources import DATASETS, SPLITS, DatasetInfo, ImageArrays, Split, refuse_if_sealed
 from harness.data.splits import stratified_split, stratified_subsample
 from harness.errors import HarnessInputError, SealedSplitError
-
-if TYPE_CHECKING:
-    from harness.suite import ScenarioSpec
 
 Phase = Literal["tune", "oracle", "final"]
 PHASE_SPLITS: dict[str, tuple[str, ...]] = {"tune": ("tune_train", "tune_val"), "oracle": ("tune_train", "test"),

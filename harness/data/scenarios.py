@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from harness.data.scenario_spec import ScenarioSpec
 from harness.data.sources import UNLABELLED, ImageArrays
 from harness.errors import HarnessInputError
-
-if TYPE_CHECKING:
-    from harness.suite import ScenarioSpec
 
 Record = dict[str, Any]
 Step = Callable[[ImageArrays, int], tuple[ImageArrays, Record]]  # (arrays, seed) -> (arrays, record)
