@@ -1,11 +1,14 @@
 """`python -m harness.run SUITE.yaml`: tune, retrain, evaluate, store and rank every method of a suite.
 
-Exit codes: 0 done, 1 done but some final runs failed, 2 bad input (nothing written).
+Exit codes: 0 done, 1 done but some final runs failed, 2 bad input (nothing written) or a run directory
+that another live run is writing, 3 stopped because the store could not be written (a full disk: every
+row stored before is intact, and `--resume` continues once the cause is fixed).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -18,9 +21,11 @@ from harness.cluster import ClusterInfo
 from harness.errors import HarnessInputError
 from harness.report import wide_console
 from harness.storage import Storage, resolve_storage
+from harness.store import ResultStore, StoreWriteError
 from harness.suite import Suite, load_suite, suite_as_yaml
+from harness.writer_lock import WriterLock
 
-EXIT_OK, EXIT_RUN_FAILURES, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_RUN_FAILURES, EXIT_BAD_INPUT, EXIT_STORE_FAILED = 0, 1, 2, 3
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -59,7 +64,7 @@ def check_inputs(suite: Suite, run_dir: Path, resume: bool) -> Storage:
         from harness.plan import cell_spaces
         from harness.tuning import check_study_spaces
 
-        check_study_spaces(run_dir, cell_spaces(suite))
+        check_study_spaces(run_dir, cell_spaces(suite))  # after `repair_run_dir`: the journal reads
     return resolve_storage(suite.output.storage, run_dir, suite.name, suite.hash)
 
 
@@ -78,20 +83,65 @@ def check_cluster_fits(suite: Suite, info: ClusterInfo) -> None:
                                     "or run on a larger cluster (--address)")
 
 
+def repair_run_dir(run_dir: Path, resume: bool, console: Console) -> None:
+    """On `--resume`: set aside unreadable row files and cut a damaged studies journal back to its last
+    whole record, naming each, so their work runs again instead of crashing the run or vanishing."""
+    from harness.tuning import repair_journal
+
+    if not resume:
+        return
+    for moved in ResultStore(run_dir).set_aside_unreadable():
+        console.print(f"[yellow]warning[/yellow]: rows/{moved.name} is unreadable ({moved.reason}); moved to "
+                      f"{moved.moved_to}, and its work runs again", markup=True, highlight=False)
+    repaired = repair_journal(run_dir)
+    if repaired:
+        console.print(f"[yellow]warning[/yellow]: {repaired}", markup=True, highlight=False)
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def disk_error(error: BaseException) -> StoreWriteError | None:
+    """The store-write error behind `error` (a full disk anywhere in its chain of causes), or None."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, StoreWriteError):
+            return cause
+        if isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:
+            return StoreWriteError(cause.errno, f"{cause}; every row stored before it is intact; free some space, "
+                                                "then rerun with --resume to continue the run")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = wide_console(stderr=True)
+    lock: WriterLock | None = None
     try:
         suite = load_suite(args.suite, args.overrides)
         run_dir = run_dir_for(suite, args.out)
+        lock = WriterLock(run_dir)
+        if run_dir.exists():  # a new run directory is locked once created, in `execute`
+            lock.acquire()
+            repair_run_dir(run_dir, args.resume, console)
         check_inputs(suite, run_dir, args.resume)
+        return execute(suite, run_dir, args, console, lock)
     except HarnessInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return execute(suite, run_dir, args, console)
+    except StoreWriteError as error:
+        print(f"error: the run stopped: {error.strerror}", file=sys.stderr)
+        return EXIT_STORE_FAILED
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def execute(suite: Suite, run_dir: Path, args: argparse.Namespace, console: Console) -> int:
+def execute(suite: Suite, run_dir: Path, args: argparse.Namespace, console: Console,
+            lock: WriterLock | None = None) -> int:
     from harness import cluster
     from harness.leaderboard import leaderboard
     from harness.progress import Progress
@@ -116,11 +166,18 @@ def execute(suite: Suite, run_dir: Path, args: argparse.Namespace, console: Cons
         cluster.shutdown()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "suite.yaml").write_text(suite_as_yaml(suite))
-    progress.say(f"ray: {info.nodes} node(s), {info.cpus:g} CPUs, {info.gpus:g} GPUs")
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock or WriterLock(run_dir)
+        lock.acquire()  # two fresh runs racing to create the directory: the second stops here
+        (run_dir / "suite.yaml").write_text(suite_as_yaml(suite))
+        progress.say(f"ray: {info.nodes} node(s), {info.cpus:g} CPUs, {info.gpus:g} GPUs")
         SuiteRunner(suite, run_dir, progress, info).run()  # it opens `output.storage` as checked above
+    except Exception as error:  # a full disk may surface through Ray Tune or Optuna, wrapped
+        disk = disk_error(error)
+        if disk is None:
+            raise
+        raise disk from error
     finally:
         cluster.shutdown()
     rows = read_results(run_dir)

@@ -13,6 +13,7 @@ began is refused instead of mixing two studies. Each trial becomes a store row t
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from harness.errors import HarnessInputError
 from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX, RunSpec, tuning_trial
 from harness.search_space import Choice, Dimension, FloatRange, IntRange
 from harness.storage import Storage, local_storage
+from harness.store import fsync_directory, make_durable_dir
 from harness.suite import TuningSpec, stable_hash
 
 CELL_KEY, TRIAL_KEY = "_cell", "_trial"  # config entries the searcher adds; not hyper-parameters
@@ -94,10 +96,54 @@ def space_signature(space: Mapping[str, Dimension]) -> str:
 
 
 def open_storage(run_dir: Path) -> JournalStorage:
-    """The run's Optuna storage: an append-only journal file, safe to reopen after a crash."""
+    """The run's Optuna storage: an append-only journal file (Optuna fsyncs every append), safe to
+    reopen after a crash; its directory entry is fsynced too, so the file itself survives one."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+    make_durable_dir(run_dir)
+    created = not (run_dir / STUDY_FILE).exists()
+    storage = JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+    if created:
+        fsync_directory(run_dir)
+    return storage
+
+
+def repair_journal(run_dir: Path) -> str | None:
+    """Cut a damaged studies journal back to its last whole record; say what was done, or None if whole.
+
+    A journal is a log, so any prefix of it is a consistent state of every study. A record cut short
+    by a crash (or garbled) and everything after it are dropped: Optuna would refuse the file, or
+    append to the broken line. The original is kept beside it. Trials recorded only in the dropped part
+    are stored rows that stay, or missing work that the resumed run does again."""
+    path = run_dir / STUDY_FILE
+    if not path.exists():
+        return None
+    lines = path.read_bytes().splitlines(keepends=True)
+    good = 0
+    for line in lines:
+        if not line.endswith(b"\n") or not _is_json(line):
+            break
+        good += 1
+    if good == len(lines):
+        return None
+    kept = run_dir / f"{STUDY_FILE}.damaged-{stable_hash(path.read_bytes().hex(), 8)}"
+    os.replace(path, kept)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        out.writelines(lines[:good])
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fsync_directory(run_dir)
+    return (f"{path}: record {good + 1} of {len(lines)} is cut short or garbled; kept the {good} whole records "
+            f"before it (the original is {kept.name}), and trials recorded after it run again")
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def prepare_study(storage: JournalStorage, key: str, space: Mapping[str, Dimension], mode: str,
@@ -228,11 +274,16 @@ def load_sampler(sampler_dir: Path, key: str, seed: int) -> optuna.samplers.Base
 
 
 def save_sampler(sampler_dir: Path, key: str, sampler: optuna.samplers.BaseSampler) -> None:
-    sampler_dir.mkdir(parents=True, exist_ok=True)
+    """Durably (fsync, rename, fsync of the directory): a crash leaves the old state or the new one."""
+    make_durable_dir(sampler_dir)
     path = _sampler_path(sampler_dir, key)
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(sampler))
+    with open(tmp, "wb") as out:
+        out.write(pickle.dumps(sampler))
+        out.flush()
+        os.fsync(out.fileno())
     tmp.replace(path)
+    fsync_directory(sampler_dir)
 
 
 class CellScheduler(FIFOScheduler):

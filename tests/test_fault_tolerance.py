@@ -1,4 +1,5 @@
-"""Faults injected into real suite runs: a driver killed with SIGKILL in the middle of tuning.
+"""Faults injected into real suite runs: a driver killed with SIGKILL in the middle of tuning (while a
+second run on its directory is refused), a method that raises, a worker that dies, a disk that fills up.
 
 `--resume` must finish the suite without rerunning a finished trial (counted in the Optuna studies
 under the run directory), without losing or duplicating a row, and with the same final results as
@@ -53,6 +54,10 @@ def kill_after_tune_rows(repo_root: Path, out: Path, run_dir: Path, rows: int) -
                 break
             time.sleep(0.2)
         assert process.poll() is None, "the suite finished before it could be killed"
+        os.kill(process.pid, signal.SIGSTOP)  # held still while a second run tries the same directory
+        second = run(repo_root, out, "--resume")
+        assert second.returncode == 2 and f"pid {process.pid} " in second.stderr, second.stderr[-3000:]
+        assert "being written by a live harness.run" in second.stderr
     finally:
         with_group = os.getpgid(process.pid) if process.poll() is None else None
         if with_group is not None:
@@ -178,3 +183,57 @@ def test_a_training_worker_killed_mid_run_resumes_from_its_checkpoint(repo_root:
     # the resumed run continued exactly where its checkpoint was: the same result as the run that never died
     for column in ("train/steps", "train/samples_seen", "train/final_loss", "test/accuracy", "test/nll"):
         assert final.loc["dies", column] == final.loc["lives", column], column
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write zeros into `directory` until its filesystem is full; return the filler file."""
+    filler = directory / "filler"
+    with open(filler, "wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * (1 << 20))
+            out.flush()
+    return filler
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Path:
+    """A 64 MiB tmpfs of its own, which the test can fill (mounting needs root)."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (the store's own ENOSPC handling is tested in test_store)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_mid_run_stops_with_a_clear_error_and_resume_loses_no_row(repo_root: Path,
+                                                                            small_disk: Path) -> None:
+    suite = load_suite(repo_root / "suites" / "smoke.yaml", OVERRIDES)
+    run_dir = small_disk / suite.name / suite.hash
+    process = subprocess.Popen(command(small_disk), cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            if (run_dir / "rows").exists() and len(list((run_dir / "rows").glob("tune_*.parquet"))) >= 2:
+                break
+            time.sleep(0.2)
+        filler = fill_disk(small_disk)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+    assert process.returncode == 3, stderr[-3000:]
+    assert "No space left on device" in stderr and "rerun with --resume" in stderr, stderr[-3000:]
+    stored = read_results(run_dir)
+    filler.unlink()
+
+    resumed = run(repo_root, small_disk, "--resume")
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = read_results(run_dir)
+    assert rows["row_id"].is_unique and (rows["status"] == "ok").all()
+    assert (rows["phase"] == "tune").sum() == 2 * TRIALS and (rows["phase"] == "final").sum() == 2
+    assert set(stored["row_id"]) <= set(rows["row_id"])  # no row stored before the disk filled was lost
