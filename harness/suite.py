@@ -31,6 +31,12 @@ from pydantic import (
 from harness.data.scenario_spec import ScenarioSpec
 from harness.errors import SuiteError, UnknownNameError, did_you_mean
 from harness.evaluation import DEFAULT_METRICS, METRICS, EvaluationSettings
+from harness.protocols import (
+    DEFAULT_PROTOCOL,
+    check_benchmark_protocols,
+    check_suite_protocols,
+    known_protocol,
+)
 from harness.schema import Strict
 from harness.search_space import Dimension, FloatRange, parse_dimension
 
@@ -238,18 +244,15 @@ class OutputSpec(Strict):
         return None if value is None else check_storage_uri(value)
 
 
-Protocol = Literal["holdout", "cross_dataset", "oracle"]
-
-
 class Suite(Strict):
     """A whole benchmark: every benchmark x method is tuned, retrained per seed, evaluated and ranked."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    protocols: tuple[Protocol, ...] = Field(
-        ("holdout",), min_length=1,
-        description="holdout: tune on a split of train, test sealed; cross_dataset: tune on each benchmark's "
-        "tune_dataset; oracle: tune on the test split (needs allow_oracle), to measure what that inflates")
+    protocols: tuple[Annotated[str, AfterValidator(known_protocol)], ...] = Field(
+        (DEFAULT_PROTOCOL,), min_length=1,
+        description="registered tuning protocols (harness/protocols.py): holdout tunes on a split of train, test "
+        "sealed; cross_dataset on each benchmark's tune_dataset; oracle on the test split (needs allow_oracle)")
     allow_oracle: bool = Field(False, description="permit the oracle protocol, whose scores are not honest")
     benchmarks: tuple[BenchmarkSpec, ...] = Field(min_length=1)
     methods: tuple[MethodEntry, ...] = Field(min_length=1)
@@ -311,7 +314,7 @@ def validate_suite(raw: Mapping[str, Any], source: str | None = None) -> Suite:
         suite = Suite.model_validate(raw)
     except ValidationError as error:
         raise suite_error_from(error, Suite, source) from None
-    _check_protocols(suite, source)
+    check_suite_protocols(suite, source)
     _check_resources(suite, source)
     _check_registry_names(suite, source)
     _check_methods(suite, source)
@@ -389,7 +392,7 @@ def _check_registry_names(suite: Suite, source: str | None) -> None:
         if bench.name in seen:
             raise SuiteError(f"benchmarks[{i}].name", f"duplicate benchmark name '{bench.name}'", source)
         seen.add(bench.name)
-        _check_cross_dataset(suite, i, bench, source)
+        check_benchmark_protocols(suite, i, bench, source)
         _check_ood_sets(i, bench, source)
         mapping = bench.scenario.label_noise.mapping if bench.scenario and bench.scenario.label_noise else None
         classes = DATASETS.get(bench.dataset).info.num_classes
@@ -403,14 +406,6 @@ def _check_registry_names(suite: Suite, source: str | None) -> None:
             raise SuiteError(f"benchmarks[{i}].scenario.continual.tasks",
                              f"{continual.tasks} tasks need at least one class each, but '{bench.dataset}' has "
                              f"{classes} classes", source)
-
-
-def _check_protocols(suite: Suite, source: str | None) -> None:
-    if "oracle" in suite.protocols and not suite.allow_oracle:
-        index = suite.protocols.index("oracle")
-        raise SuiteError(f"protocols[{index}]", "the oracle protocol tunes on the test split, so its scores are "
-                         "inflated by design; set allow_oracle: true to run it anyway (its rows and results are "
-                         "labelled oracle everywhere)", source)
 
 
 def _check_resources(suite: Suite, source: str | None) -> None:
@@ -452,30 +447,6 @@ def _check_ood_sets(i: int, bench: BenchmarkSpec, source: str | None) -> None:
                              "an OOD set must look like the benchmark's inputs", source)
         if name == bench.dataset:
             raise SuiteError(path, "the benchmark's own dataset is in-distribution, not an OOD set", source)
-
-
-def _check_cross_dataset(suite: Suite, i: int, bench: BenchmarkSpec, source: str | None) -> None:
-    """cross_dataset needs a tune_dataset of the same task shape; other protocols must not declare one."""
-    from harness.data import DATASETS
-
-    path = f"benchmarks[{i}].tune_dataset"
-    if bench.tune_dataset is None:
-        if "cross_dataset" in suite.protocols:
-            raise SuiteError(path, "the cross_dataset protocol tunes on another dataset: name it here "
-                             f"(valid: {', '.join(DATASETS.names())})", source)
-        return
-    if "cross_dataset" not in suite.protocols:
-        raise SuiteError(path, "only the cross_dataset protocol uses a tune_dataset; add it to `protocols`", source)
-    if bench.tune_dataset not in DATASETS:
-        raise SuiteError(path, str(UnknownNameError("dataset", bench.tune_dataset, DATASETS.names())), source)
-    if bench.tune_dataset == bench.dataset:
-        raise SuiteError(path, f"tune_dataset must differ from dataset ('{bench.dataset}')", source)
-    target, tuned = DATASETS.get(bench.dataset).info, DATASETS.get(bench.tune_dataset).info
-    shape = ("channels", "num_classes", "image_size")
-    if any(getattr(target, a) != getattr(tuned, a) for a in shape):
-        described = ", ".join(f"{a} {getattr(tuned, a)} vs {getattr(target, a)}" for a in shape)
-        raise SuiteError(path, f"'{bench.tune_dataset}' is not the same task shape as '{bench.dataset}' ({described})",
-                         source)
 
 
 def _check_methods(suite: Suite, source: str | None) -> None:

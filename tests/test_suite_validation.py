@@ -172,7 +172,8 @@ BAD_SUITES: dict[str, Bad] = {
     "scenario-mapping-class-out-of-range": Bad(
         "benchmarks[0].scenario.label_noise.mapping", "class 12 does not exist",
         _scenario(label_noise={"kind": "asymmetric", "rate": 0.2, "mapping": {3: 12}})),
-    "unknown-protocol": Bad("protocols[0]", "'holdout', 'cross_dataset' or 'oracle'", _set("protocols", value=["holdot"])),
+    "unknown-protocol": Bad("protocols[0]", "unknown protocol 'holdot'", _set("protocols", value=["holdot"]),
+                            suggestion="holdout"),
     "oracle-not-allowed": Bad("protocols[1]", "set allow_oracle: true", _set("protocols", value=["holdout", "oracle"])),
     "protocol-twice": Bad("protocols", "each protocol may appear once", _set("protocols", value=["holdout", "holdout"])),
     "cross-dataset-without-tune-dataset": Bad("benchmarks[0].tune_dataset", "tunes on another dataset",
