@@ -36,12 +36,13 @@ from doc_sections import table, write_section
 from torch import nn
 
 from harness.data import DataAccess, DatasetInfo, ImageArrays, clear_cache
-from harness.engine import TrainSettings, train
+from harness.engine import train
 from harness.jobs import RunSpec, final_run, tuning_trial
 from harness.method import Method
 from harness.models import build_model
 from harness.search_space import FloatRange
-from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec, TuningSpec
+from harness.suite import BenchmarkSpec, MethodEntry, TuningSpec
+from harness.train_settings import Budget, TrainSettings, TrainSpec
 
 SECTION_TITLE = "## Ray and engine overhead (bench/overhead.py)"
 TARGETS = {"engine": 0.97, "train": 1.15, "tune": 1.0}
@@ -74,18 +75,19 @@ class Job:
     warmup_fraction: float = 0.05
     seed: int = 0
 
+    def train_spec(self) -> TrainSpec:
+        return TrainSpec(optimizer="sgd", lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
+                         batch_size=self.batch_size, warmup_fraction=self.warmup_fraction)
+
     def settings(self) -> TrainSettings:
-        return TrainSettings(optimizer="sgd", lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
-                             nesterov=True, batch_size=self.batch_size, epochs=None, steps=self.steps,
-                             warmup_fraction=self.warmup_fraction, seed=self.seed)
+        return TrainSettings.for_run(self.train_spec(), Budget(steps=self.steps), self.seed)
 
     def run_spec(self, budget: Budget) -> RunSpec:
         """The same job as the harness's suite objects: ERM, no augmentation, one thread, no test metrics."""
         bench = BenchmarkSpec(
             name=f"overhead-{self.dataset}", dataset=self.dataset, model=self.model, budget=budget,
             tuning_budget=budget, augment=False, tune_train_size=TUNE_TRAIN_SIZE, tune_val_size=TUNE_VAL_SIZE,
-            train=TrainSpec(optimizer="sgd", lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
-                            batch_size=self.batch_size, warmup_fraction=self.warmup_fraction))
+            train=self.train_spec())
         return RunSpec(benchmark=bench, method=MethodEntry(name="erm"), seed=self.seed, split_seed=0, threads=1)
 
 

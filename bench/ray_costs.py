@@ -35,7 +35,7 @@ from overhead import DEFAULT_MODELS, Job, calibrate, log, machine_facts
 
 from harness.data import DataAccess, clear_cache
 from harness.jobs import final_run
-from harness.suite import Budget
+from harness.train_settings import Budget
 
 SECTION_TITLE = "## Ray's fixed costs: reports, final-run start, 2-worker scaling (bench/ray_costs.py)"
 REPORT_TARGET = 0.05  # reporting at most 5% of a 60-second run

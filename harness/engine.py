@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,29 +18,7 @@ from torch import nn
 from harness.data import BatchAugment, ImageArrays, iterate_batches, num_batches
 from harness.data.tasks import TaskStream
 from harness.method import Batch, Method, TrainContext
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything the loop needs besides the model, method and data."""
-
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    nesterov: bool = True
-    batch_size: int = 256          # global batch; each of `world_size` workers takes batch_size // world_size
-    epochs: float | None = 2.0     # exactly one of epochs / steps
-    steps: int | None = None
-    warmup_fraction: float = 0.05  # of total steps, linear warm-up before the cosine decay
-    seed: int = 0
-    grad_clip: float | None = None
-
-    def total_steps(self, num_samples: int, world_size: int = 1) -> int:
-        if self.steps is not None:
-            return self.steps
-        per_epoch = num_batches(num_samples, self.batch_size // world_size, drop_last=True, world_size=world_size)
-        return max(1, math.ceil(float(self.epochs or 1.0) * per_epoch))
+from harness.train_settings import TrainSettings
 
 
 @dataclass

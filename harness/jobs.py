@@ -28,7 +28,6 @@ from harness.engine import (
     Checkpointing,
     EpochCallback,
     TaskEndCallback,
-    TrainSettings,
     TrainStats,
     accuracy,
     pick_device,
@@ -39,7 +38,8 @@ from harness.evaluation import EvalInputs, evaluate
 from harness.evaluation.continual import continual_scores, task_accuracies
 from harness.method import Method, MethodInfo, TrainContext, build_method
 from harness.models import build_model
-from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec
+from harness.suite import BenchmarkSpec, MethodEntry
+from harness.train_settings import Budget, TrainSettings
 
 Phase = Literal["tune", "final"]
 Report = Callable[[dict[str, Any]], None]
@@ -65,14 +65,6 @@ def split_hyperparams(hyperparams: Mapping[str, Any]) -> tuple[dict[str, Any], d
     engine = {k.removeprefix(TRAIN_PREFIX): v for k, v in hyperparams.items() if k.startswith(TRAIN_PREFIX)}
     method = {k.removeprefix(METHOD_PREFIX): v for k, v in hyperparams.items() if k.startswith(METHOD_PREFIX)}
     return engine, method
-
-
-def train_settings(spec: TrainSpec, budget: Budget, seed: int, overrides: Mapping[str, Any] = ()) -> TrainSettings:
-    values = {**spec.model_dump(), **dict(overrides)}
-    return TrainSettings(optimizer=values["optimizer"], lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
-                         momentum=float(values["momentum"]), batch_size=int(values["batch_size"]),
-                         warmup_fraction=float(values["warmup_fraction"]), epochs=budget.epochs, steps=budget.steps,
-                         seed=seed)
 
 
 def build_for(bench: BenchmarkSpec, info: DatasetInfo, model_name: str | None = None) -> nn.Module:
@@ -134,7 +126,7 @@ def _train_method(spec: RunSpec, data: ImageArrays, info: DatasetInfo, budget: B
     torch.set_num_threads(max(1, spec.threads))
     engine_overrides, _ = split_hyperparams(spec.hyperparams)
     method = make_method(spec)
-    settings = method.adjust_settings(train_settings(spec.benchmark.train, budget, spec.seed, engine_overrides),
+    settings = method.adjust_settings(TrainSettings.for_run(spec.benchmark.train, budget, spec.seed, engine_overrides),
                                       len(data))
     torch.manual_seed(spec.seed)
     model = build_for(spec.benchmark, info)
@@ -224,7 +216,7 @@ def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int
         data, held_out, held_out_name = access.split("train"), access.split("test"), "test"
     torch.manual_seed(seed)
     model = build_for(bench, access.info, spec.model).to(device)
-    stats = train(model, teacher_method, data, train_settings(spec.train, spec.budget, seed),
+    stats = train(model, teacher_method, data, TrainSettings.for_run(spec.train, spec.budget, seed),
                   num_classes=access.info.num_classes, augment=augment_for(bench, access.info), device=device)
     buffer = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)

@@ -23,7 +23,7 @@ from harness.search_space import Dimension
 
 if TYPE_CHECKING:
     from harness.data import ImageArrays
-    from harness.engine import TrainSettings
+    from harness.train_settings import TrainSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images in [0, 1], labels)
 LRSchedule = Callable[[int], float]         # step -> learning-rate multiplier
@@ -112,7 +112,8 @@ class Method:
     # ---------------------------------------------------------------- before training
 
     def adjust_settings(self, settings: TrainSettings, num_samples: int) -> TrainSettings:
-        """Change the engine's settings for this method's regime (batch size, steps, lr); default: unchanged.
+        """Change the engine's settings for this method's regime (batch size, steps, lr) with
+        `settings.replace(...)`, which validates the result; default: unchanged.
 
         For a method whose paper prescribes a training regime (ghost batch norm's update-matched large
         batches); the run records what the engine actually did, so the cost stays visible.

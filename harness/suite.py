@@ -38,7 +38,8 @@ from harness.protocols import (
     known_protocol,
 )
 from harness.schema import Strict
-from harness.search_space import Dimension, FloatRange, parse_dimension
+from harness.search_space import Dimension, parse_dimension
+from harness.train_settings import Budget, TrainSpec
 
 
 def _dimension_or_none(raw: Any) -> Any:
@@ -48,30 +49,6 @@ def _dimension_or_none(raw: Any) -> Any:
 # parsed per value, so an error's path names the dimension: `methods[1].search_space.smoothing`
 ParsedDimension = Annotated[Dimension, BeforeValidator(parse_dimension)]
 OptionalDimension = Annotated[Dimension | None, BeforeValidator(_dimension_or_none)]
-
-
-class Budget(Strict):
-    """A training budget: exactly one of `epochs` (may be fractional) or optimiser `steps`."""
-
-    epochs: float | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Budget:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError("give exactly one of 'epochs' or 'steps'")
-        return self
-
-
-class TrainSpec(Strict):
-    """Optimiser family and defaults; `lr` and `weight_decay` are tuned unless the space omits them."""
-
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    batch_size: int = Field(256, gt=0)
-    warmup_fraction: float = Field(0.05, ge=0, lt=1)
 
 
 class TeacherSpec(Strict):
@@ -133,10 +110,6 @@ class MethodEntry(Strict):
         return self
 
 
-def default_engine_space() -> dict[str, Dimension]:
-    return {"lr": FloatRange(low=0.01, high=0.3, log=True), "weight_decay": FloatRange(low=1e-5, high=2e-3, log=True)}
-
-
 class TuningSpec(Strict):
     """Same trials for every method; TPE proposes, ASHA stops; the objective is on tune_val."""
 
@@ -153,7 +126,7 @@ class TuningSpec(Strict):
     workers: int = Field(1, gt=0, description="Ray Train workers per trial: above 1, each trial fits a "
                          "data-parallel TorchTrainer; 1 trains inside the Tune trial itself")
     max_concurrent: int | None = Field(None, gt=0, description="default: what the cluster's CPUs and GPUs allow")
-    engine_space: dict[str, ParsedDimension] = Field(default_factory=default_engine_space)
+    engine_space: dict[str, ParsedDimension] = Field(default_factory=TrainSpec.default_space)
     start_from_defaults: bool = Field(False, description="each cell's first trial runs the benchmark's `train` "
                                       "settings and the method's config (its paper's defaults); TPE proposes the "
                                       "rest, so a short search can only improve on them")
@@ -174,10 +147,8 @@ class TuningSpec(Strict):
     @field_validator("engine_space")
     @classmethod
     def _engine_keys(cls, space: dict[str, Dimension]) -> dict[str, Dimension]:
-        allowed = {"lr", "weight_decay", "momentum", "warmup_fraction"}
-        for key in space:
-            if key not in allowed:
-                raise ValueError(f"cannot tune '{key}';{did_you_mean(key, allowed)} tunable: {', '.join(sorted(allowed))}")
+        for key, dimension in space.items():
+            TrainSpec.check_searchable(key, dimension)
         return space
 
 

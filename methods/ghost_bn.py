@@ -16,7 +16,6 @@ With `large_batch` unset (the default) the engine's settings are unchanged and o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -30,7 +29,7 @@ from harness.search_space import Choice
 from methods._layers import replace_modules
 
 if TYPE_CHECKING:
-    from harness.engine import TrainSettings
+    from harness.train_settings import TrainSettings
 
 
 class GhostBatchNorm2d(nn.BatchNorm2d):
@@ -71,8 +70,8 @@ def update_matched(settings: TrainSettings, num_samples: int, large_batch: int) 
         raise ValueError(f"large_batch ({large_batch}) must be at least the benchmark's batch size ({small_batch})")
     if large_batch > num_samples:
         raise ValueError(f"large_batch ({large_batch}) exceeds the {num_samples} training examples")
-    return dataclasses.replace(settings, batch_size=large_batch, steps=settings.total_steps(num_samples),
-                               epochs=None, lr=settings.lr * math.sqrt(large_batch / small_batch))
+    return settings.replace(batch_size=large_batch, steps=settings.total_steps(num_samples), epochs=None,
+                            lr=settings.lr * math.sqrt(large_batch / small_batch))
 
 
 @register_method

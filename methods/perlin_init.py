@@ -146,7 +146,7 @@ class PerlinInit(Method):
                   device: torch.device) -> None:
         """SGD with the engine's parameter groups and cosine schedule, on fresh noise every step."""
         cfg = self.config
-        optimizer = build_optimizer(model, TrainSettings(lr=cfg.lr, weight_decay=5e-4))
+        optimizer = build_optimizer(model, TrainSettings(lr=cfg.lr, weight_decay=5e-4, steps=cfg.steps))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.steps, 0.0))
         for _ in range(cfg.steps):
             images, labels = perlin_batch(cfg.batch_size, shape, cfg.categories, generator)

@@ -266,9 +266,7 @@ class ZeroedAtTheEnd(Method):
     info = MethodInfo(name="test_zeroed_at_the_end", summary="test probe")
 
     def adjust_settings(self, settings: TrainSettings, num_samples: int) -> TrainSettings:
-        import dataclasses
-
-        return dataclasses.replace(settings, steps=2 * settings.total_steps(num_samples), epochs=None)
+        return settings.replace(steps=2 * settings.total_steps(num_samples), epochs=None)
 
     def finalize(self, model: nn.Module, data: ImageArrays, ctx: TrainContext) -> nn.Module:
         assert ctx.step == ctx.total_steps and len(data) > 0
