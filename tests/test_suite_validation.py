@@ -205,7 +205,7 @@ def executions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Suite, Path]]:
     """Stand-in for `harness.run.execute`: records what the CLI would run, so no test can start Ray."""
     calls: list[tuple[Suite, Path]] = []
 
-    def record(suite: Suite, run_dir: Path, args: Any, console: Any) -> int:
+    def record(suite: Suite, run_dir: Path, args: Any, console: Any, lock: Any = None) -> int:
         calls.append((suite, run_dir))
         return 0
 
