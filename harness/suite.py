@@ -2,6 +2,9 @@
 
 One config pipeline: defaults -> suite YAML -> `--set a.b=c` overrides -> validate -> freeze -> hash.
 Every error names the YAML key path (`methods[2].config.temprature`) and the nearest valid name.
+A suite composes the blocks each layer declares for itself (run settings and budgets in
+`harness.train_settings`, scenarios in `harness.data.scenario_spec`, evaluation settings in
+`harness.evaluation`) with its own: benchmarks, teachers, methods, tuning, final runs and output.
 """
 
 from __future__ import annotations
