@@ -37,7 +37,7 @@ class Claim:
     on the good side). `no_worse`: it loses at most `margin` on `metric` (a compression method that keeps
     accuracy, while its cost columns show the saving). The baseline is `erm` unless the paper measured
     itself against another method (xAT against additive AT): then that method, run in the same suite.
-    `dashboards.claims` renders the verdicts.
+    `harness.claims` judges it and `dashboards.claims` renders the verdicts.
     """
 
     text: str                                   # the paper's claim, as the catalogue states it

@@ -1,13 +1,16 @@
-"""docs/claims.md: verdict rules on known intervals, and the page built from a real result store."""
+"""Claims: `harness.claims` judges verdicts from rows (rules on known intervals, one synthetic run per
+verdict), and `dashboards.claims` builds docs/claims.md from real result stores."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from dashboards.claims import claim_rows, main, verdict
+from dashboards.claims import budget_text, claim_rows, command, main
+from harness.claims import judge_claims, unmeasured_claims, verdict
 from harness.method import Claim
 from harness.store import ResultStore
 
@@ -29,6 +32,46 @@ LOWER = Claim("lower risk", metric="test/aurc")
 ])
 def test_verdict_rules(claim: Claim, low: float, high: float, expected: str) -> None:
     assert verdict(claim, low, high) == expected
+
+
+SUITE = {"name": "toy", "benchmarks": [{"name": "b", "dataset": "ten", "model": "m", "budget": {"steps": 50}}],
+         "methods": [{"name": "erm"}, {"name": "up"}, {"name": "down"}, {"name": "flat"}, {"name": "late"},
+                     {"name": "up", "label": "up_again"}], "final": {"seeds": [0, 1, 2]}}
+CLAIMS = {"up": Claim("gains"), "down": Claim("gains"), "flat": Claim("gains"), "late": Claim("gains"),
+          "unrun": Claim("never measured")}
+
+
+def final_rows(effects: dict[str, tuple[float, ...]], *, protocol: str = "holdout", seeds: tuple = (0, 1, 2)) -> list:
+    """Final store rows: per method, `test/accuracy` = 0.5 + the effect of each seed in `seeds`."""
+    return [{"phase": "final", "status": "ok", "benchmark": "b", "protocol": protocol, "method": method,
+             "seed": seed, "test/accuracy": 0.5 + effect} for method, values in effects.items()
+            for seed, effect in zip(seeds, values, strict=True)]
+
+
+def test_judge_claims_gives_each_verdict_from_rows_alone() -> None:
+    rows = final_rows({"erm": (0.0, 0.0, 0.0), "up": (0.02, 0.03, 0.025), "down": (-0.05, -0.04, -0.06),
+                       "flat": (0.01, -0.01, 0.0), "up_again": (0.02, 0.03, 0.025)})
+    rows += final_rows({"late": (0.1, 0.1, 0.1)}, seeds=(7, 8, 9))  # no seed shared with erm: nothing to pair
+    rows += final_rows({"erm": (0.0,), "up": (-0.3,)}, protocol="oracle", seeds=(0,))  # never judged
+    judged = {record.method: record for record in judge_claims(pd.DataFrame(rows), SUITE, CLAIMS, {"ten": 10})}
+    assert {name: record.verdict for name, record in judged.items()} == {
+        "up": "holds", "up_again": "holds", "down": "contradicted", "flat": "not at this scale",
+        "late": "not measured"}  # up_again is labelled: its claim is up's
+    up = judged["up"]
+    assert (up.suite, up.benchmark, up.seeds) == ("toy", "b", 3)
+    assert up.difference == pytest.approx(0.025) and up.baseline_mean == pytest.approx(0.5)
+    assert up.budget is not None and (up.budget.final.steps, up.budget.trials, up.budget.seeds) == (50, 8, 3)
+    assert judged["late"].seeds == 0 and all(record.at_chance == 0 for record in judged.values())
+
+    missing = unmeasured_claims(judged.values(), CLAIMS, [SUITE, {**SUITE, "name": "other"}])
+    assert [(record.method, record.verdict, record.suite) for record in missing] == [("unrun", "not run", "")]
+
+
+def test_judge_claims_counts_seeds_at_chance_only_for_known_datasets() -> None:
+    rows = pd.DataFrame(final_rows({"erm": (0.3, 0.3, 0.3), "up": (-0.39, 0.35, 0.36)}))  # seed 0 at 11%
+    assert judge_claims(rows, SUITE, CLAIMS, {"ten": 10})[0].at_chance == 1
+    assert judge_claims(rows, SUITE, CLAIMS, {})[0].at_chance == 0  # an unknown dataset's chance is unknown
+    assert judge_claims(rows.assign(phase="tune"), SUITE, CLAIMS, {"ten": 10}) == []  # final rows only
 
 
 def write_run(root: Path) -> Path:
@@ -54,15 +97,15 @@ def write_run(root: Path) -> Path:
 
 
 def test_claim_rows_pair_by_seed_and_judge(tmp_path: Path) -> None:
-    rows = {row.method: row for row in claim_rows(write_run(tmp_path), tmp_path)}
+    rows = {row.method: row for row in claim_rows(write_run(tmp_path))}
     assert set(rows) == {"kd", "ls"}  # erm is the baseline; a label maps back to its method's claim
     kd = rows["kd"]
     assert kd.difference == pytest.approx(0.02) and kd.seeds == 3
     assert kd.verdict == "holds" and kd.baseline_mean == pytest.approx(0.81)
     assert rows["ls"].verdict == "not at this scale"
-    assert kd.budget == ("fashion_mnist, fast_cnn, 1 ep; tune 3x200 steps; 3 seeds; "
+    assert budget_text(kd.budget) == ("fashion_mnist, fast_cnn, 1 ep; tune 3x200 steps; 3 seeds; "
                          "scenario: label_noise kind=symmetric, rate=0.4")
-    assert kd.command == f"python -m harness.run suites/distill.yaml --out {tmp_path}"
+    assert command(kd, tmp_path) == f"python -m harness.run suites/distill.yaml --out {tmp_path}"
 
 
 def test_a_claim_against_another_method_is_paired_with_that_method(tmp_path: Path) -> None:
@@ -80,7 +123,7 @@ def test_a_claim_against_another_method_is_paired_with_that_method(tmp_path: Pat
             store.write({"row_id": f"final:holdout:fm:{method}:s{seed}", "phase": "final", "status": "ok",
                          "benchmark": "fm", "protocol": "holdout", "method": method, "seed": seed,
                          "test/accuracy": value, "test/pgd_linf_accuracy": {"erm": 0.1, "pgd_at": 0.11}.get(method, 0.5)})
-    rows = {row.method: row for row in claim_rows(run_dir, tmp_path)}
+    rows = {row.method: row for row in claim_rows(run_dir)}
     xat = rows["xat"]
     assert xat.claim.baseline == "pgd_at" and xat.baseline_mean == pytest.approx(0.78)
     assert xat.difference == pytest.approx(-0.0036666, abs=1e-6) and xat.verdict == "holds"  # within 1 point
@@ -95,7 +138,7 @@ def test_a_seed_that_ended_at_chance_is_named_beside_the_verdict(tmp_path: Path)
     run_dir = write_run(tmp_path)
     ResultStore(run_dir).write({"row_id": "final:holdout:fm:kd:s1", "phase": "final", "status": "ok", "benchmark": "fm",
                                 "protocol": "holdout", "method": "kd", "seed": 1, "test/accuracy": 0.1})  # diverged
-    rows = {row.method: row for row in claim_rows(run_dir, tmp_path)}
+    rows = {row.method: row for row in claim_rows(run_dir)}
     assert (rows["kd"].at_chance, rows["ls"].at_chance) == (1, 0)  # 10 classes: 10% is chance
     notes = tmp_path / "notes.md"
     notes.write_text("kd diverged on seed 1 at lr 0.3.\n")
@@ -141,19 +184,19 @@ def test_publish_keeps_the_run_essentials_and_one_plotly(tmp_path: Path) -> None
 
 
 def test_a_method_no_run_measured_gets_a_not_run_row_naming_its_suite(tmp_path: Path) -> None:
-    from dashboards.claims import claim_rows, missing_rows
+    from dashboards.claims import missing_rows
 
-    measured = claim_rows(write_run(tmp_path / "runs"), tmp_path / "runs")
+    measured = claim_rows(write_run(tmp_path / "runs"))
     suites = tmp_path / "suites"
     suites.mkdir()
     (suites / "noisy.yaml").write_text(yaml.safe_dump({
         "name": "noisy", "methods": [{"name": "erm"}, {"name": "p_diff"}],
         "benchmarks": [{"dataset": "fashion_mnist", "model": "fast_cnn", "budget": {"epochs": 2}}]}))
-    rows = {row.method: row for row in missing_rows(measured, suites, tmp_path / "runs")}
+    rows = {row.method: row for row in missing_rows(measured, suites)}
     assert "kd" not in rows and "erm" not in rows  # measured, and the baseline has no claim
     assert rows["p_diff"].verdict == "not run" and rows["p_diff"].suite == "noisy"
-    assert rows["p_diff"].command == f"python -m harness.run suites/noisy.yaml --out {tmp_path / 'runs'}"
-    assert rows["bd_kd"].command == "no shipped suite"
+    assert command(rows["p_diff"], tmp_path / "runs") == f"python -m harness.run suites/noisy.yaml --out {tmp_path / 'runs'}"
+    assert command(rows["bd_kd"], tmp_path / "runs") == "no shipped suite" and rows["bd_kd"].budget is None
 
 
 def test_the_published_claims_page_is_what_its_command_builds(monkeypatch: pytest.MonkeyPatch,
