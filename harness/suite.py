@@ -31,9 +31,14 @@ from pydantic import (
     model_validator,
 )
 
+from harness.data import DATASETS
 from harness.data.scenario_spec import ScenarioSpec
 from harness.errors import SuiteError, UnknownNameError, did_you_mean
 from harness.evaluation import DEFAULT_METRICS, METRICS, EvaluationSettings
+from harness.evaluation.ood import SYNTHETIC_OOD_SETS
+from harness.method import METHODS
+from harness.models import MODELS
+from harness.plugins import discover_methods
 from harness.protocols import (
     DEFAULT_PROTOCOL,
     check_benchmark_protocols,
@@ -281,8 +286,6 @@ def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
 
 def validate_suite(raw: Mapping[str, Any], source: str | None = None) -> Suite:
     """Validate a suite dict: schema first, then registry names and plugin configs."""
-    from harness.plugins import discover_methods
-
     discover_methods()
     try:
         suite = Suite.model_validate(raw)
@@ -352,9 +355,6 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _check_registry_names(suite: Suite, source: str | None) -> None:
-    from harness.data import DATASETS
-    from harness.models import MODELS
-
     seen: set[str] = set()
     for i, bench in enumerate(suite.benchmarks):
         for key, registry, value in (("dataset", DATASETS, bench.dataset), ("model", MODELS, bench.model)):
@@ -403,9 +403,6 @@ def _check_worker_gpus(path: str, workers: int, per_worker: float, workers_key: 
 
 def _check_ood_sets(i: int, bench: BenchmarkSpec, source: str | None) -> None:
     """Each OOD set is synthetic or a registered dataset drawn like the benchmark's (channels, size)."""
-    from harness.data import DATASETS
-    from harness.evaluation.ood import SYNTHETIC_OOD_SETS
-
     target = DATASETS.get(bench.dataset).info
     for j, name in enumerate(bench.evaluation.ood_sets):
         path = f"benchmarks[{i}].evaluation.ood_sets[{j}]"
@@ -424,8 +421,6 @@ def _check_ood_sets(i: int, bench: BenchmarkSpec, source: str | None) -> None:
 
 
 def _check_methods(suite: Suite, source: str | None) -> None:
-    from harness.method import METHODS
-
     labels: set[str] = set()
     for i, entry in enumerate(suite.methods):
         if entry.name not in METHODS:
@@ -453,8 +448,6 @@ def _check_methods(suite: Suite, source: str | None) -> None:
 
 def method_search_space(entry: MethodEntry) -> dict[str, Dimension]:
     """The method's default space with the suite's overrides applied (None removes a dimension)."""
-    from harness.method import METHODS
-
     space: dict[str, Dimension | None] = dict(METHODS.get(entry.name).search_space)
     space.update(entry.search_space)
     return {k: v for k, v in space.items() if v is not None}

@@ -54,12 +54,7 @@ KNOWN_LOCAL_IMPORTS: dict[str, frozenset[str]] = {
         }
     ),  # fmt: skip
     "harness.runner": frozenset({"harness.final_runs", "harness.tuning"}),
-    "harness.suite": frozenset(
-        {
-            "harness.data", "harness.evaluation.ood", "harness.method", "harness.models",
-            "harness.plugins", "harness.storage",
-        }
-    ),  # fmt: skip
+    "harness.suite": frozenset({"harness.storage"}),
     "harness.tuning": frozenset({"harness.cluster", "harness.final_runs", "harness.provenance"}),
 }
 
