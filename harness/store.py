@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import HarnessError
+from harness.rows import ResultRow, check_row
 
 RESULTS_FILE = "results.parquet"
 SET_ASIDE_DIR = "unreadable_rows"  # beside rows/: where unreadable row files go, kept for a post-mortem
@@ -136,12 +137,17 @@ class ResultStore:
         self.run_dir = Path(run_dir)
         self.rows_dir = self.run_dir / "rows"
 
-    def write(self, row: Mapping[str, Any]) -> None:
-        """Store one row (it must carry a `row_id`); a row with the same id is replaced."""
+    def write(self, row: Mapping[str, Any] | ResultRow) -> None:
+        """Store one row (it must carry a `row_id`); a row with the same id is replaced.
+
+        A row with a `schema_version` (every row the runner writes) is checked against the row schema
+        first: a bad one raises `RowSchemaError` naming the field, and nothing is written."""
+        row = row.to_row() if isinstance(row, ResultRow) else dict(row)
         row_id = row.get("row_id")
         if not row_id:
             raise ValueError("a result row needs a non-empty 'row_id'")
-        table = pa.Table.from_pylist([dict(row)])
+        check_row(row)
+        table = pa.Table.from_pylist([row])
         write_table_atomic(table, self.rows_dir / row_file_name(str(row_id)))
 
     def row_ids(self) -> set[str]:

@@ -130,7 +130,7 @@ def test_a_teacher_trains_on_one_final_workers_share_gpu_included(tmp_path: Path
     monkeypatch.setattr(ray, "remote", remote)
     suite = load_suite(SMOKE.parent / "distillation.yaml", ["final.cpus_per_worker=2", "final.gpus_per_worker=1"])
     runner = SuiteRunner(suite, tmp_path, Progress(quiet=True), ClusterInfo("addr", 4, 1, 1))
-    assert runner.teacher_source(suite.benchmarks[0], "final", 0) == "weights"
+    assert runner.teachers.source(suite.benchmarks[0], "final", 0) == "weights"
     assert (asked["num_cpus"], asked["num_gpus"]) == (2, 1.0)
 
 
