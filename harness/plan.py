@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.method import METHODS, MethodInfo
+from harness.protocols import get_protocol
 from harness.search_space import Dimension
 from harness.suite import BenchmarkSpec, MethodEntry, Suite, method_search_space
 
@@ -49,10 +50,12 @@ class Cell:
 
     @property
     def tune_benchmark(self) -> BenchmarkSpec:
-        """The benchmark as tuning sees it: under cross_dataset, the same task on `tune_dataset`'s data."""
-        if self.protocol == "cross_dataset" and self.benchmark.tune_dataset:
-            return self.benchmark.model_copy(update={"dataset": self.benchmark.tune_dataset})
-        return self.benchmark
+        """The benchmark as tuning sees it: the same task on the data its protocol tunes on (under
+        cross_dataset, `tune_dataset`'s)."""
+        dataset = get_protocol(self.protocol).tuning_dataset(self.benchmark)
+        if dataset == self.benchmark.dataset:
+            return self.benchmark
+        return self.benchmark.model_copy(update={"dataset": dataset})
 
     @property
     def method_info(self) -> MethodInfo:
