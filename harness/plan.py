@@ -19,21 +19,24 @@ from harness.suite import BenchmarkSpec, MethodEntry, Suite, method_search_space
 
 @dataclass(frozen=True)
 class Seeds:
-    """Every seed of a suite run, each named for the one random choice it makes.
-
-    Today all but the final runs' own seeds come from `tuning.sampler_seed`; naming them apart lets a
-    reader (and a later suite key) tell which draw a change of seed moves."""
+    """Every seed of a suite run, each named for the one random choice it makes (the final runs' own
+    seeds are `final.seeds`). A seed the suite leaves unset is `tuning.sampler_seed`, as it always was."""
 
     sampler: int  # TPE's proposals
     tuning_split: int  # which training examples become tune_val (trials and tune-phase teachers alike)
-    trial: int  # weight init and batch order of every tuning trial
+    trial: int  # weight init and batch order of every tuning trial (always the sampler's seed)
     teacher: int  # weight init and batch order of the tune-phase teacher (final teachers use the run's seed)
     final_split: int  # the final runs' held-out subsamples (the calibration split)
 
     @classmethod
     def of(cls, suite: Suite) -> Seeds:
-        sampler = suite.tuning.sampler_seed
-        return cls(sampler=sampler, tuning_split=sampler, trial=sampler, teacher=sampler, final_split=sampler)
+        tuning, sampler = suite.tuning, suite.tuning.sampler_seed
+
+        def or_sampler(seed: int | None) -> int:
+            return sampler if seed is None else seed
+
+        return cls(sampler=sampler, tuning_split=or_sampler(tuning.split_seed), trial=sampler,
+                   teacher=or_sampler(tuning.teacher_seed), final_split=or_sampler(suite.final.split_seed))
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,11 @@ class TuningSpec(Strict):
     """Same trials for every method; TPE proposes, ASHA stops; the objective is on tune_val."""
 
     trials: int = Field(8, gt=0)
-    sampler_seed: int = 0
+    sampler_seed: int = Field(0, description="seeds TPE's proposals, and every seed below left unset")
+    split_seed: int | None = Field(None, description="which training examples become tune_val, for trials and "
+                                   "tune-phase teachers alike (default: sampler_seed)")
+    teacher_seed: int | None = Field(None, description="weight init and batch order of the tune-phase teacher "
+                                     "(default: sampler_seed; final teachers use each final run's seed)")
     scheduler: Literal["asha", "fifo"] = "asha"
     grace_period: int = Field(1, gt=0, description="epochs before ASHA may stop a trial")
     reduction_factor: int = Field(2, ge=2)
@@ -150,7 +154,8 @@ class TuningSpec(Strict):
     @model_serializer(mode="wrap")
     def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # suites written before trials had workers and GPUs keep their hashes (and result directories)
-        return _omit_defaults(self, handler(self), workers=1, gpus_per_trial=0, start_from_defaults=False)
+        return _omit_defaults(self, handler(self), workers=1, gpus_per_trial=0, start_from_defaults=False,
+                              split_seed=None, teacher_seed=None)
 
     @field_validator("engine_space")
     @classmethod
@@ -164,6 +169,8 @@ class FinalSpec(Strict):
     """Retraining of the frozen best config on the full training split, once per seed."""
 
     seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4), min_length=1, description="final runs per method; 5 by default")
+    split_seed: int | None = Field(None, description="the final runs' held-out subsamples (the calibration split; "
+                                   "default: tuning.sampler_seed)")
     workers: int = Field(1, gt=0)
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0, description="GPUs each worker holds; a fraction lets a single-worker "
@@ -186,7 +193,7 @@ class FinalSpec(Strict):
 
     @model_serializer(mode="wrap")
     def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _omit_defaults(self, handler(self), gpus_per_worker=0)
+        return _omit_defaults(self, handler(self), gpus_per_worker=0, split_seed=None)
 
 
 def _omit_defaults(model: BaseModel, data: dict[str, Any], **defaults: Any) -> dict[str, Any]:

@@ -59,3 +59,13 @@ def test_only_methods_that_declare_a_teacher_need_one() -> None:
 def test_every_seed_is_named_and_today_all_come_from_the_sampler_seed() -> None:
     seeds = plan_suite(load_suite(SMOKE, ["tuning.sampler_seed=7"])).seeds
     assert seeds == Seeds(sampler=7, tuning_split=7, trial=7, teacher=7, final_split=7)
+
+
+def test_a_seed_set_in_the_suite_moves_only_its_own_draw_and_its_hash() -> None:
+    plain = load_suite(SMOKE, ["tuning.sampler_seed=7"])
+    split = load_suite(SMOKE, ["tuning.sampler_seed=7", "tuning.split_seed=1", "tuning.teacher_seed=2",
+                               "final.split_seed=3"])
+    assert plan_suite(split).seeds == Seeds(sampler=7, tuning_split=1, trial=7, teacher=2, final_split=3)
+    assert split.hash != plain.hash
+    unset = ("split_seed", "teacher_seed")
+    assert not set(unset) & set(plain.model_dump()["tuning"]) and "split_seed" not in plain.model_dump()["final"]
