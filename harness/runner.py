@@ -20,7 +20,8 @@ from harness import cluster
 from harness.jobs import RunSpec
 from harness.plan import Cell, FinalJob, plan_suite
 from harness.progress import Progress
-from harness.rows import error_text, final_config_hash, final_row, final_row_id, now, run_results, trial_row
+from harness.row_builders import final_config_hash, final_row, final_row_id, run_results, trial_row
+from harness.rows import error_text, now
 from harness.storage import Storage, resolve_storage
 from harness.store import ResultStore
 from harness.suite import Suite

@@ -18,7 +18,8 @@ from rich.markup import escape
 from harness import cluster
 from harness.plan import Seeds
 from harness.progress import Progress
-from harness.rows import error_text, now, teacher_row, teacher_row_id
+from harness.row_builders import teacher_row, teacher_row_id
+from harness.rows import error_text, now
 from harness.store import ResultStore
 from harness.suite import BenchmarkSpec, Suite, stable_hash
 

@@ -9,15 +9,8 @@ import pandas as pd
 import pytest
 
 from harness.plan import FinalJob, suite_cells
-from harness.rows import (
-    SCHEMA_VERSION,
-    RowSchemaError,
-    check_row,
-    final_row,
-    run_results,
-    teacher_row,
-    trial_row,
-)
+from harness.row_builders import final_row, run_results, teacher_row, trial_row
+from harness.rows import SCHEMA_VERSION, RowSchemaError, check_row
 from harness.store import ResultStore
 from harness.suite import load_suite
 from harness.tuning import TrialRecord
