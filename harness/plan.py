@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.method import METHODS, MethodInfo
+from harness.method import METHODS, MethodInfo, build_method
 from harness.protocols import get_protocol
-from harness.search_space import Dimension
+from harness.search_space import Dimension, clip_to
 from harness.suite import BenchmarkSpec, MethodEntry, Suite, method_search_space
 
 
@@ -121,8 +121,6 @@ def default_point(cell: Cell, space: Mapping[str, Any]) -> dict[str, Any]:
     `train.x`, the method's config (its defaults and the suite's overrides) for `method.y`; a default
     outside its dimension is clipped into it, and a dimension without one (None) is left to the sampler."""
     from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX
-    from harness.method import build_method
-    from harness.search_space import clip_to
 
     config = build_method(cell.method.name, cell.method.config).config
     point = {}

@@ -22,6 +22,7 @@ from harness.plan import Cell, FinalJob, plan_suite
 from harness.progress import Progress
 from harness.row_builders import final_config_hash, final_row, final_row_id, run_results, trial_row
 from harness.rows import error_text, now
+from harness.scheduling import run_in_slots
 from harness.storage import Storage, resolve_storage
 from harness.store import ResultStore
 from harness.suite import Suite
@@ -124,7 +125,6 @@ class SuiteRunner:
     def final_all(self, best: Mapping[str, Params]) -> None:
         """Retrain every cell's frozen config for every seed, a few at a time, storing each row as it lands."""
         from harness.final_runs import Workers, submit_final
-        from harness.scheduling import run_in_slots
 
         final = self.suite.final
         jobs = self.plan.final_jobs()

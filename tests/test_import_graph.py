@@ -45,7 +45,7 @@ KNOWN_LOCAL_IMPORTS: dict[str, frozenset[str]] = {
     "harness.final_runs": frozenset({"harness.provenance"}),
     "harness.jobs": frozenset({"harness.data", "harness.evaluation", "harness.method", "harness.plugins"}),
     "harness.method": frozenset({"harness.plugins"}),
-    "harness.plan": frozenset({"harness.jobs", "harness.method", "harness.search_space", "harness.tuning"}),
+    "harness.plan": frozenset({"harness.jobs", "harness.tuning"}),
     "harness.protocols": frozenset({"harness.data", "harness.plugins"}),
     "harness.run": frozenset(
         {
