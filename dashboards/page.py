@@ -31,19 +31,19 @@ from dashboards.figures import (
     sensitivity_figure,
     tuning_figure,
 )
-from dashboards.protocols import protocol_gap_section
+from dashboards.protocols import protocol_class, protocol_gap_section
 from dashboards.table import esc, leaderboard_table, table_metrics
 from harness.errors import HarnessInputError
 from harness.leaderboard import (
     CORRUPTION_ERROR_METRICS,
     leaderboard,
     metric_columns,
-    protocol_sort_key,
     summary_metrics,
     with_protocol,
 )
+from harness.protocols import DEFAULT_PROTOCOL, protocol_caveat, protocol_label, protocol_sort_key
 from harness.store import read_results
-from harness.studies import budget_curves, protocol_label, sensitivity
+from harness.studies import budget_curves, sensitivity
 
 DASHBOARD_DIR = "dashboard"
 INDEX_FILE = "index.html"
@@ -241,18 +241,17 @@ def protocols_in(rows: pd.DataFrame) -> list[str]:
 
 def protocol_html(protocol: str) -> str:
     """A protocol's label; oracle results are flagged wherever they are named."""
-    label = esc(protocol_label(protocol))
-    return f'<strong class="oracle">{label}</strong>' if protocol == "oracle" else label
+    label, flagged = esc(protocol_label(protocol)), protocol_class(protocol)
+    return f'<strong class="{flagged}">{label}</strong>' if flagged else label
 
 
 def protocol_heading(protocol: str, several: bool) -> tuple[str, str]:
     """(heading, table caption note) for one protocol's block: silent only for a lone held-out protocol."""
-    if not several and protocol == "holdout":
+    if not several and protocol == DEFAULT_PROTOCOL:
         return "", ""
     heading = f'<h3 class="protocol">Protocol: {protocol_html(protocol)}</h3>'
-    if protocol == "oracle":
-        heading += ('<p class="oracle-note">Hyper-parameters were chosen on the test split: an optimistic bound on '
-                    "what tuning can reach, not a held-out result.</p>")
+    if protocol_caveat(protocol):
+        heading += f'<p class="oracle-note">{esc(protocol_caveat(protocol))}</p>'
     return heading, f"Protocol: {protocol_html(protocol)}."
 
 

@@ -12,13 +12,15 @@ import math
 import pandas as pd
 
 from dashboards.table import esc
+from harness.protocols import Oracle, is_honest, protocol_label
 from harness.studies import ProtocolGap, protocol_gap
 
-ORACLE = "oracle"
+FLAGGED = "oracle"  # the page's style (class) for results whose protocol is not honest
 
 
 def protocol_class(protocol: str) -> str:
-    return "oracle" if protocol == ORACLE else ""
+    """The CSS class of a protocol's cells and labels: flagged when it tuned on test."""
+    return "" if is_honest(protocol) else FLAGGED
 
 
 def rank_text(value: object) -> str:
@@ -78,6 +80,6 @@ def protocol_gap_section(board: pd.DataFrame) -> str:
     return (
         '<section id="protocol-gap"><h2>Protocol gap</h2><p class="provenance">The same methods ranked under each '
         "tuning protocol. A ranking that changes when hyper-parameters are chosen differently is a finding about "
-        'the protocol, not the methods; <strong class="oracle">oracle (tuned on test)</strong> chose them on the '
-        f"test split and is an optimistic bound, not a result.</p>{''.join(parts)}</section>"
+        f'the protocol, not the methods; <strong class="{FLAGGED}">{esc(protocol_label(Oracle.name))}</strong> chose '
+        f"them on the test split and is an optimistic bound, not a result.</p>{''.join(parts)}</section>"
     )

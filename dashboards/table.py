@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from harness.leaderboard import CORRUPTION_ERROR_METRICS, higher_is_better
+from harness.protocols import DEFAULT_PROTOCOL
 
 METRIC_GROUP_ORDER = ("test", "model", "latency", "throughput", "memory", "train")
 NO_BEST_GROUPS = ("train",)  # bookkeeping columns: no "best" highlight
@@ -220,7 +221,7 @@ def caption_text(
 
 def leaderboard_table(
     benchmark: str, board: pd.DataFrame, metrics: Sequence[str], primary: str, *,
-    baseline: str | None = None, protocol: str = "holdout", protocol_note: str = "",
+    baseline: str | None = None, protocol: str = DEFAULT_PROTOCOL, protocol_note: str = "",
     spread: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str:
     """The ranked table of one benchmark and protocol, one row per method, every store string escaped.

@@ -38,6 +38,7 @@ from harness.evaluation import EvalInputs, evaluate
 from harness.evaluation.continual import continual_scores, task_accuracies
 from harness.method import Method, MethodInfo, TrainContext, build_method
 from harness.models import build_model
+from harness.protocols import DEFAULT_PROTOCOL, get_protocol
 from harness.suite import BenchmarkSpec, MethodEntry
 from harness.train_settings import Budget, TrainSettings
 
@@ -57,7 +58,7 @@ class RunSpec:
     split_seed: int = 0
     metrics: tuple[str, ...] = ()
     threads: int = 1
-    protocol: str = "holdout"  # "oracle" tunes against the test split; every other protocol never sees it
+    protocol: str = DEFAULT_PROTOCOL  # a `harness.protocols` name: what tuning trains and scores on
 
 
 def split_hyperparams(hyperparams: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -164,18 +165,20 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
     """Train one hyper-parameter configuration on tune_train, reporting the selection score every epoch
     (on each of `world_size` data-parallel workers when a trial has several).
 
-    Under every honest protocol this runs inside `sealed_test_split()`, scoring on tune_val: nothing
-    reachable from here can read the test split. Only the `oracle` protocol, which a suite must allow
-    explicitly, scores on (a class-balanced sample of) the test split, to measure what that inflates.
+    The protocol (`harness.protocols`) says which splits train and score the trial. Under every protocol
+    that does not score on test (every honest one) this runs inside `sealed_test_split()`: nothing
+    reachable from here can read the test split. Only `oracle`, which a suite must allow explicitly,
+    scores on (a class-balanced sample of) the test split, to measure what that inflates.
     """
     bench = spec.benchmark
-    oracle = spec.protocol == "oracle"
-    with contextlib.nullcontext() if oracle else sealed_test_split():
-        access = DataAccess(bench.dataset, "oracle" if oracle else "tune", val_fraction=bench.val_fraction,
-                            split_seed=spec.split_seed, tune_train_size=bench.tune_train_size,
-                            tune_val_size=bench.tune_val_size, scenario=bench.scenario)
+    protocol = get_protocol(spec.protocol)
+    data = protocol.tuning_data(bench, spec.split_seed)
+    with sealed_test_split() if protocol.seals_test else contextlib.nullcontext():
+        access = DataAccess(data.dataset, data.phase, val_fraction=data.val_fraction, split_seed=data.split_seed,
+                            tune_train_size=data.tune_train_size, tune_val_size=data.tune_val_size,
+                            scenario=bench.scenario)
         device = device or pick_device()
-        train_data, val_data = access.split("tune_train"), access.split("test" if oracle else "tune_val")
+        train_data, val_data = access.split(data.train_split), access.split(data.score_split)
         teacher = load_teacher(bench, access.info, teacher_state, device)
 
         flops_per_sample: list[float] = []

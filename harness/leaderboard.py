@@ -15,6 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from harness.protocols import DEFAULT_PROTOCOL, protocol_sort_key
 from harness.statistics import (
     bootstrap_ci,
     paired_difference,
@@ -24,9 +25,9 @@ from harness.statistics import (
 )
 
 __all__ = [
-    "BASELINE_COLUMNS", "CORRUPTION_ERROR_METRICS", "DEFAULT_PROTOCOL", "FRONT", "RANK_COLUMNS", "TUNING_COLUMNS",
+    "BASELINE_COLUMNS", "CORRUPTION_ERROR_METRICS", "FRONT", "RANK_COLUMNS", "TUNING_COLUMNS",
     "bootstrap_ci", "corruption_error_columns", "higher_is_better", "is_detail_metric", "leaderboard",
-    "mean_corruption_error", "metric_columns", "phase_rows", "protocol_sort_key", "summary_metrics", "tuning_cost",
+    "mean_corruption_error", "metric_columns", "phase_rows", "summary_metrics", "tuning_cost",
     "with_protocol",
 ]
 
@@ -34,8 +35,6 @@ LOWER_IS_BETTER_MARKERS = ("nll", "ece", "brier", "latency", "flops", "params", 
                            "aurc", "risk", "fpr", "/rc_", "mce", "forgetting", "memory")
 STATISTICS = ("mean", "std", "ci_low", "ci_high")
 DEFAULT_PRIMARY = "test/accuracy"
-DEFAULT_PROTOCOL = "holdout"  # rows written before protocols existed were all tuned on a held-out split
-PROTOCOL_ORDER = ("holdout", "cross_dataset", "oracle")
 KEYS = ["benchmark", "protocol", "method"]
 FRONT = ["benchmark", "protocol", "method", "rank", "n", "n_failed", "primary_metric"]
 BASELINE_COLUMNS = (
@@ -71,12 +70,6 @@ def with_protocol(rows: pd.DataFrame) -> pd.DataFrame:
     if "protocol" not in rows:
         return rows.assign(protocol=DEFAULT_PROTOCOL)
     return rows.assign(protocol=rows["protocol"].fillna(DEFAULT_PROTOCOL).astype(str))
-
-
-def protocol_sort_key(protocol: object) -> tuple[int, str]:
-    """Known protocols in their canonical order (holdout first, oracle last), unknown ones after, by name."""
-    text = str(protocol)
-    return (PROTOCOL_ORDER.index(text) if text in PROTOCOL_ORDER else len(PROTOCOL_ORDER), text)
 
 
 def is_detail_metric(metric: str) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from harness.errors import SuiteError, UnknownNameError
+from harness.plugins import discover_methods
 from harness.registry import Registry
 
 
@@ -70,7 +71,7 @@ class TuningProtocol:
     label: ClassVar[str]  # how readers see it named (tables, dashboards, the console)
     summary: ClassVar[str]
     honest: ClassVar[bool] = True  # chosen without the test split: its scores are results, not bounds
-    note: ClassVar[str] = ""  # shown under its heading on the dashboard (a dishonest protocol says why)
+    caveat: ClassVar[str] = ""  # shown under its heading on the dashboard (a dishonest protocol says why)
     order: ClassVar[int] = 50  # where it is listed among protocols; dishonest ones always come last
     data_phase: ClassVar[str] = "tune"
     tuning_splits: ClassVar[tuple[str, str]] = ("tune_train", "tune_val")  # (trains on, scores on)
@@ -117,8 +118,6 @@ def register_protocol(cls: ProtocolClass) -> ProtocolClass:
 
 def get_protocol(name: str) -> TuningProtocol:
     """The registered protocol called `name`, plugins included (a fresh Ray worker imports them here)."""
-    from harness.plugins import discover_methods
-
     discover_methods()
     return PROTOCOLS.get(name)
 
@@ -172,7 +171,7 @@ class Oracle(TuningProtocol):
     label = "oracle (tuned on test)"
     summary = "tune on the test split (needs allow_oracle), to measure what that inflates"
     honest = False
-    note = ("Hyper-parameters were chosen on the test split: an optimistic bound on what tuning can reach, "
+    caveat = ("Hyper-parameters were chosen on the test split: an optimistic bound on what tuning can reach, "
             "not a held-out result.")
     order = 90
     data_phase = "oracle"
@@ -222,6 +221,12 @@ def protocol_label(protocol: object) -> str:
     """How a protocol is named to readers: oracle results must never pass for held-out ones."""
     name = str(protocol)
     return PROTOCOLS.get(name).label if name in PROTOCOLS else name
+
+
+def protocol_caveat(protocol: object) -> str:
+    """What readers must know about a protocol's results ("" for most; the oracle says they are a bound)."""
+    name = str(protocol)
+    return PROTOCOLS.get(name).caveat if name in PROTOCOLS else ""
 
 
 def is_honest(protocol: object) -> bool:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.studies import protocol_label
+from harness.protocols import DEFAULT_PROTOCOL, protocol_label
 
 # (column, header, scale, digits): the headline columns; every metric is in the store and dashboard.
 HEADLINE = (
@@ -88,7 +88,7 @@ def benchmark_table(benchmark: str, rows: pd.DataFrame, *, several_protocols: bo
                and rows["vs_baseline:diff_mean"].notna().any())
     name, scale, digits = headline_format(primary)
     protocol = ""
-    if not several_protocols and "protocol" in rows and rows["protocol"].iloc[0] != "holdout":
+    if not several_protocols and "protocol" in rows and rows["protocol"].iloc[0] != DEFAULT_PROTOCOL:
         protocol = f", protocol {protocol_label(rows['protocol'].iloc[0])}"
     out = Table(title=escape(f"{benchmark} (ranked by {primary}{' within each protocol' if several_protocols else ''}"
                              f"{protocol}, mean ± std over seeds)"))

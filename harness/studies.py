@@ -15,22 +15,17 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard import higher_is_better, phase_rows, protocol_sort_key
+from harness.leaderboard import higher_is_better, phase_rows
+from harness.protocols import protocol_label, protocol_sort_key
 from harness.statistics import kendall_tau
 
 TUNE_OBJECTIVE = "val/accuracy"
 KEYS = ["benchmark", "protocol", "method"]
-PROTOCOL_LABELS = {"oracle": "oracle (tuned on test)"}
 CURVE_COLUMNS = [
     *KEYS, "trial", "trial_index", "status", "value", "best_so_far", "samples_seen", "cumulative_samples_seen",
     "config_json",
 ]
 SENSITIVITY_COLUMNS = [*KEYS, "n", "min", "max", "median", "std", "iqr"]
-
-
-def protocol_label(protocol: object) -> str:
-    """How a protocol is named to readers: oracle results must never pass for held-out ones."""
-    return PROTOCOL_LABELS.get(str(protocol), str(protocol))
 
 
 def trial_order(group: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +97,7 @@ class ProtocolGap:
 
     `ranks`: benchmark, method, then one column per protocol (canonical order) holding the rank.
     `agreement`: benchmark, protocol_a, protocol_b, label_a, label_b, kendall_tau, n_methods.
-    `labels`: protocol -> the name to show readers (see `protocol_label`).
+    `labels`: protocol -> the name to show readers (see `harness.protocols.protocol_label`).
     """
 
     ranks: pd.DataFrame

@@ -46,7 +46,7 @@ KNOWN_LOCAL_IMPORTS: dict[str, frozenset[str]] = {
     "harness.jobs": frozenset({"harness.data", "harness.evaluation", "harness.method", "harness.plugins"}),
     "harness.method": frozenset({"harness.plugins"}),
     "harness.plan": frozenset({"harness.jobs", "harness.tuning"}),
-    "harness.protocols": frozenset({"harness.data", "harness.plugins"}),
+    "harness.protocols": frozenset({"harness.data"}),
     "harness.run": frozenset(
         {
             "harness.cluster", "harness.data", "harness.leaderboard", "harness.plan", "harness.progress",
