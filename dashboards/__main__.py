@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dashboards.page import build_dashboard
 from harness.errors import HarnessInputError
+from harness.plugins import discover_methods
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", default="erm",
                         help="method every other is compared with, paired by seed (default: erm)")
     args = parser.parse_args(argv)
+    discover_methods()  # so a plugin's protocols (and methods) are named as their plugin says
     try:
         index = build_dashboard(args.run_dir, title=args.title, baseline=args.baseline)
     except HarnessInputError as error:

@@ -1,8 +1,10 @@
 """Plugin discovery: import every module of `methods/`, of the `harness.methods` entry-point group,
 and of `$HARNESS_PLUGINS` (comma-separated module names, for plugins that are not packaged).
 
-The engine never names a method. A plugin that fails to import is reported, not fatal, so one
-broken third-party method cannot take the whole suite down.
+The engine never names a method. A plugin module may register methods, tuning protocols
+(`harness.protocols.register_protocol`) or anything else with a registry; suite validation and
+`harness.protocols.get_protocol` run discovery first. A plugin that fails to import is reported, not
+fatal, so one broken third-party method cannot take the whole suite down.
 """
 
 from __future__ import annotations
