@@ -21,8 +21,13 @@ if TYPE_CHECKING:
     from harness.tuning import TrialRecord
 
 
+def trial_row_prefix(cell: Cell) -> str:
+    """What every trial row id of the cell starts with."""
+    return f"tune:{cell.key}:"
+
+
 def trial_row_id(cell: Cell, index: int) -> str:
-    return f"tune:{cell.key}:{index:04d}"
+    return f"{trial_row_prefix(cell)}{index:04d}"
 
 
 def teacher_row_id(bench: BenchmarkSpec, phase: str, seed: int) -> str:

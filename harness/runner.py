@@ -20,7 +20,14 @@ from harness import cluster
 from harness.jobs import RunSpec
 from harness.plan import Cell, FinalJob, plan_suite
 from harness.progress import Progress
-from harness.row_builders import final_config_hash, final_row, final_row_id, run_results, trial_row
+from harness.row_builders import (
+    final_config_hash,
+    final_row,
+    final_row_id,
+    run_results,
+    trial_row,
+    trial_row_prefix,
+)
 from harness.rows import error_text, now
 from harness.scheduling import run_in_slots
 from harness.storage import Storage, resolve_storage
@@ -60,8 +67,7 @@ class SuiteRunner:
         frame = self.store.read()
         if "phase" not in frame:
             return []
-        prefix = f"tune:{cell.key}:"
-        rows = frame[(frame["phase"] == "tune") & frame["row_id"].str.startswith(prefix)]
+        rows = frame[(frame["phase"] == "tune") & frame["row_id"].str.startswith(trial_row_prefix(cell))]
         return rows.to_dict("records")
 
     def tune_all(self) -> dict[str, dict[str, Any] | None]:
