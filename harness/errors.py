@@ -56,3 +56,8 @@ class DataUnavailableError(HarnessInputError):
 
 class SealedSplitError(HarnessError):
     """Code running in the tuning phase asked for evaluation data."""
+
+
+class SealBrokenError(SealedSplitError):
+    """Training code went around the seal (opened a file holding a test split, started a process):
+    the audit refused it, and the trial or run fails whether or not the code caught the refusal."""

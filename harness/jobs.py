@@ -22,7 +22,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from harness.audit import AuditRecord
 from harness.data import BatchAugment, DataAccess, DatasetInfo, ImageArrays, sealed_test_split
+from harness.data.sources import audit_record, training_window
 from harness.data.tasks import TaskStream, class_incremental
 from harness.engine import (
     Checkpointing,
@@ -123,7 +125,17 @@ def _train_method(spec: RunSpec, data: ImageArrays, info: DatasetInfo, budget: B
 
     `on_epoch_end` sees, after the last epoch, the model as the method's `finalize` leaves it (applied to a
     copy), so a tuning score is that of the model that would be evaluated (pruned, quantised, an EMA).
+    The method's code runs inside the training window: the audit refuses any open of a test split's file.
     """
+    with training_window():
+        return _train_and_finalize(spec, data, info, budget, device, teacher, on_epoch_end, wrap_model, rank,
+                                   world_size, checkpointing, on_task_end)
+
+
+def _train_and_finalize(spec: RunSpec, data: ImageArrays, info: DatasetInfo, budget: Budget, device: torch.device,
+                        teacher: nn.Module | None, on_epoch_end: EpochCallback | None,
+                        wrap_model: Callable[[nn.Module], nn.Module] | None, rank: int, world_size: int,
+                        checkpointing: Checkpointing | None, on_task_end: TaskEndCallback | None) -> Trained:
     torch.set_num_threads(max(1, spec.threads))
     engine_overrides, _ = split_hyperparams(spec.hyperparams)
     method = make_method(spec)
@@ -173,7 +185,7 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
     bench = spec.benchmark
     protocol = get_protocol(spec.protocol)
     data = protocol.tuning_data(bench, spec.split_seed)
-    with sealed_test_split() if protocol.seals_test else contextlib.nullcontext():
+    with audit_record() as record, sealed_test_split() if protocol.seals_test else contextlib.nullcontext():
         access = DataAccess(data.dataset, data.phase, val_fraction=data.val_fraction, split_seed=data.split_seed,
                             tune_train_size=data.tune_train_size, tune_val_size=data.tune_val_size,
                             scenario=bench.scenario)
@@ -188,15 +200,23 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
             score = accuracy(model, val_data, device=device, num_classes=access.info.num_classes)
             if not flops_per_sample:  # measured at the first epoch, on the model being trained
                 flops_per_sample.append(training_flops(spec, model, access.info, 1))
+            record.raise_if_broken()  # a refused read the method caught must not score
             report({"val/accuracy": score, "train/samples_seen": float(stats.samples_seen),
                     "train/flops": flops_per_sample[0] * stats.samples_seen,
                     "train/steps": float(stats.steps), "train/wall_s": stats.wall_s, "epoch": float(epoch),
-                    "splits_read": ",".join(access.splits_read)})
+                    "splits_read": ",".join(access.splits_read), **audit_columns(record)})
 
         trained = _train_method(spec, train_data, access.info, bench.tuning_budget or bench.budget, device,
                                 teacher, on_epoch_end=on_epoch_end, wrap_model=wrap_model, rank=rank,
                                 world_size=world_size)
-        return {"splits_read": ",".join(access.splits_read), "train/samples_seen": trained.stats.samples_seen}
+        record.raise_if_broken()
+        return {"splits_read": ",".join(access.splits_read), "train/samples_seen": trained.stats.samples_seen,
+                **audit_columns(record)}
+
+
+def audit_columns(record: AuditRecord) -> dict[str, str]:
+    """A row's audit: the data files its job opened (JSON) and the digest `harness.verify` recomputes."""
+    return {"data_files_read": record.as_json(), "audit_digest": record.digest}
 
 
 def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int = 0,
@@ -208,26 +228,30 @@ def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int
     spec = bench.teacher
     start = time.perf_counter()
     device = pick_device()
-    if phase == "tune":
-        with sealed_test_split():
-            access = DataAccess(bench.dataset, "tune", val_fraction=bench.val_fraction, split_seed=split_seed,
-                                tune_train_size=bench.tune_train_size, tune_val_size=bench.tune_val_size,
-                                scenario=bench.scenario)
-            data, held_out, held_out_name = access.split("tune_train"), access.split("tune_val"), "val"
-    else:
-        access = DataAccess(bench.dataset, "final", scenario=bench.scenario)
-        data, held_out, held_out_name = access.split("train"), access.split("test"), "test"
-    torch.manual_seed(seed)
-    model = build_for(bench, access.info, spec.model).to(device)
-    stats = train(model, teacher_method, data, TrainSettings.for_run(spec.train, spec.budget, seed),
-                  num_classes=access.info.num_classes, augment=augment_for(bench, access.info), device=device)
+    with audit_record() as record:
+        if phase == "tune":
+            with sealed_test_split():
+                access = DataAccess(bench.dataset, "tune", val_fraction=bench.val_fraction, split_seed=split_seed,
+                                    tune_train_size=bench.tune_train_size, tune_val_size=bench.tune_val_size,
+                                    scenario=bench.scenario)
+                data, held_out, held_out_name = access.split("tune_train"), access.split("tune_val"), "val"
+        else:
+            access = DataAccess(bench.dataset, "final", scenario=bench.scenario)
+            data, held_out_name = access.split("train"), "test"
+        torch.manual_seed(seed)
+        model = build_for(bench, access.info, spec.model).to(device)
+        with training_window():
+            stats = train(model, teacher_method, data, TrainSettings.for_run(spec.train, spec.budget, seed),
+                          num_classes=access.info.num_classes, augment=augment_for(bench, access.info), device=device)
+        if phase != "tune":  # read once training is done
+            held_out = access.split("test")
     buffer = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
     metrics = {f"{held_out_name}/accuracy": accuracy(model, held_out, device=device,
                                                      num_classes=access.info.num_classes),
                "train/samples_seen": float(stats.samples_seen), "train/steps": float(stats.steps),
                "train/wall_s": stats.wall_s, "wall_s": time.perf_counter() - start,
-               "splits_read": ",".join(access.splits_read)}
+               "splits_read": ",".join(access.splits_read), **audit_columns(record)}
     return buffer.getvalue(), metrics
 
 
@@ -237,21 +261,30 @@ def final_run(spec: RunSpec, teacher_state: bytes | None = None, *, rank: int = 
               checkpointing: Checkpointing | None = None) -> dict[str, Any]:
     """Retrain on the full training split, then (rank 0) evaluate on test; returns the row's metrics.
 
-    With `checkpointing`, the loop's state is saved every few epochs and a run given a saved state
+    The test split is read only once training and the method's `finalize` are done. With
+    `checkpointing`, the loop's state is saved every few epochs and a run given a saved state
     continues from it (Ray Train restarts a failed worker group from its last checkpoint).
     """
+    with audit_record() as record:
+        result = _final_run(spec, teacher_state, rank, world_size, device, wrap_model, checkpointing, record)
+    return {**result, **audit_columns(record)}
+
+
+def _final_run(spec: RunSpec, teacher_state: bytes | None, rank: int, world_size: int, device: torch.device | None,
+               wrap_model: Callable[[nn.Module], nn.Module] | None, checkpointing: Checkpointing | None,
+               record: AuditRecord) -> dict[str, Any]:
     bench, settings = spec.benchmark, spec.benchmark.evaluation
     access = DataAccess(bench.dataset, "final", scenario=bench.scenario, split_seed=spec.split_seed,
                         calibration_size=settings.calibration_size)
     device = device or pick_device()
     teacher = load_teacher(bench, access.info, teacher_state, device)
     train_data = access.split("train")
-    test = access.split("test")
-    on_task_end = _task_accuracy_probe(test, training_stream(bench, train_data, access.info), device) \
-        if rank == 0 and bench.scenario is not None and bench.scenario.continual is not None else None
+    continual = rank == 0 and bench.scenario is not None and bench.scenario.continual is not None
     trained = _train_method(spec, train_data, access.info, bench.budget, device, teacher,
                             wrap_model=wrap_model, rank=rank, world_size=world_size, checkpointing=checkpointing,
-                            on_task_end=on_task_end)
+                            on_task_end=_snapshot_after_task if continual else None)
+    record.raise_if_broken()  # a refused read the method caught fails the run all the same
+    test = access.split("test") if rank == 0 else None
     model, stats = trained.model, trained.stats
     result: dict[str, Any] = {"train/samples_seen": float(stats.samples_seen), "train/steps": float(stats.steps),
                               "train/resumed_from_epoch": float(stats.resumed_from_epoch),
@@ -260,9 +293,11 @@ def final_run(spec: RunSpec, teacher_state: bytes | None = None, *, rank: int = 
                               "train/flops": trained.flops_per_sample * stats.samples_seen}
     if access.scenario_record:
         result["scenario_record"] = json.dumps(access.scenario_record, sort_keys=True)
-    if on_task_end is not None:
-        result.update(continual_scores(stats.task_results))
-    if rank == 0:
+    if continual:
+        assert test is not None
+        stream = training_stream(bench, train_data, access.info)
+        result.update(continual_scores(task_accuracy_matrix(stats.task_results, test, stream, device)))
+    if test is not None:
         calibration = access.split("calibration") if settings.calibration_size else None
         start = time.perf_counter()
         inputs = EvalInputs(model=model.eval(), images=test.images, labels=test.labels, device=device,
@@ -277,17 +312,18 @@ def final_run(spec: RunSpec, teacher_state: bytes | None = None, *, rank: int = 
     return result
 
 
-def _task_accuracy_probe(test: ImageArrays, stream: ImageArrays | TaskStream,
-                         device: torch.device) -> TaskEndCallback:
-    """After each task: the row a[task][0..task] of the accuracy matrix, on the test split (a metric, never
-    a training or selection signal: only the final phase measures it)."""
+def _snapshot_after_task(task: int, model: nn.Module) -> nn.Module:
+    """A copy of the model as it ends each task, measured on test once training is done (a metric, never a
+    training or selection signal; the test split is not in the process while the method runs)."""
+    return copy.deepcopy(model)
+
+
+def task_accuracy_matrix(snapshots: list[nn.Module], test: ImageArrays, stream: ImageArrays | TaskStream,
+                         device: torch.device) -> list[list[float]]:
+    """Row t holds a[t][0..t]: the test accuracy, on each task seen so far, of the model as it ended task t."""
     assert isinstance(stream, TaskStream)
-
-    def probe(task: int, model: nn.Module) -> list[float]:
-        logits = predict_logits(model, test, device=device)
-        return task_accuracies(logits, test.labels, stream.classes, task)
-
-    return probe
+    return [task_accuracies(predict_logits(snapshot.to(device), test, device=device), test.labels, stream.classes,
+                            task) for task, snapshot in enumerate(snapshots)]
 
 
 def method_info(spec: RunSpec) -> MethodInfo:

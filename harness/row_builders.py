@@ -54,7 +54,7 @@ def trial_row(suite: Suite, cell: Cell, record: TrialRecord, seed: int) -> Trial
         trial=f"{record.index:04d}", trial_index=record.index, status=record.status, error=record.error,
         config_json=json.dumps(record.params, sort_keys=True), config_hash=stable_hash(record.params),
         splits_read=record.splits_read, wall_s=record.wall_s, node_id=record.node_id, finished_at=now(),
-        method_name=cell.method.name, **{"tune/iterations": float(record.iterations)})
+        method_name=cell.method.name, **record.audit, **{"tune/iterations": float(record.iterations)})
 
 
 def teacher_row(suite: Suite, bench: BenchmarkSpec, phase: str, seed: int, *, started_at: str, error: str | None,
@@ -76,7 +76,8 @@ def final_config_hash(job: FinalJob, params: Mapping[str, Any] | None) -> str:
 
 
 # a finished run's outcome besides its metric columns, which a twin (the same run under another protocol) copies
-RUN_RESULT_FIELDS = ("wall_s", "hardware", "world_size", "splits_read", "scenario_record")
+RUN_RESULT_FIELDS = ("wall_s", "hardware", "world_size", "splits_read", "scenario_record", "data_files_read",
+                     "audit_digest")
 
 
 def run_results(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,10 @@ class ResultRow(BaseModel):
     status: Status
     error: str | None
     finished_at: str
+    # the audit of the job's data reads (`harness.audit`): absent from rows made before it existed, and
+    # from a trial that failed before its first report
+    data_files_read: str | None = None  # JSON: the declared data files opened, and the test files watched
+    audit_digest: str | None = None  # sha256 of data_files_read, which `harness.verify` recomputes
 
     @model_validator(mode="after")
     def _metric_columns_only(self) -> ResultRow:

@@ -39,6 +39,7 @@ from harness.suite import TuningSpec, stable_hash
 
 CELL_KEY, TRIAL_KEY = "_cell", "_trial"  # config entries the searcher adds; not hyper-parameters
 STUDY_FILE = "studies.journal"
+AUDIT_COLUMNS = ("data_files_read", "audit_digest")
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -68,6 +69,7 @@ class TrialRecord:
     wall_s: float = 0.0
     node_id: str = ""
     splits_read: str = ""
+    audit: dict[str, str] = field(default_factory=dict)  # data_files_read and audit_digest, as reported
 
 
 # ---------------------------------------------------------------- search spaces and studies
@@ -484,6 +486,7 @@ def trial_record(config: Mapping[str, Any], result: Mapping[str, Any] | None, er
         metrics={k: float(v) for k, v in result.items() if "/" in k and isinstance(v, int | float)},
         iterations=int(result.get("training_iteration", 0) or 0), wall_s=float(result.get("time_total_s", 0.0) or 0.0),
         node_id=str(result.get("node_id", "")), splits_read=str(result.get("splits_read", "")),
+        audit={key: str(result[key]) for key in AUDIT_COLUMNS if key in result},
     )
 
 

@@ -32,7 +32,7 @@ from harness.data import (
     stratified_subsample,
     test_split_sealed,  # imported on purpose: it must not be collected as a test
 )
-from harness.data.sources import DEBIAN_FASHION_MNIST_DIR
+from harness.data.sources import BUILTIN_SOURCES, DEBIAN_FASHION_MNIST_DIR
 from harness.errors import DataUnavailableError, HarnessInputError, SealedSplitError
 
 BUILTIN = {"fashion_mnist", "digits", "digits28", "mnist", "cifar10", "cifar100", "svhn"}
@@ -151,7 +151,7 @@ def test_harness_data_dir_is_honoured(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_missing_fashion_mnist_says_where_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(DATASETS.get("fashion_mnist").inner, "system_dirs", (tmp_path / "no-debian",))
+    monkeypatch.setattr(BUILTIN_SOURCES["fashion_mnist"], "system_dirs", (tmp_path / "no-debian",))
     with pytest.raises(DataUnavailableError) as caught:
         load_split("fashion_mnist", "train")
     message = str(caught.value)
@@ -195,7 +195,7 @@ def test_torchvision_sets_convert_to_nchw_uint8(
     import torchvision.datasets
 
     # the fake files cannot match torchvision's md5 sums of the real ones
-    dataset_class = getattr(torchvision.datasets, DATASETS.get(name).torchvision_class)
+    dataset_class = getattr(torchvision.datasets, BUILTIN_SOURCES[name].torchvision_class)
     monkeypatch.setattr(
         sys.modules[dataset_class.__module__], "check_integrity", lambda *args, **kwargs: True
     )

@@ -58,6 +58,16 @@ def test_tuning_rows_follow_the_held_out_protocol(smoke_run) -> None:
         assert {"train.lr", "train.weight_decay"} <= set(json.loads(config))
 
 
+def test_every_row_carries_an_audit_that_verify_checks(smoke_run, repo_root) -> None:
+    _, run_dir, _ = smoke_run
+    rows = read_results(run_dir)
+    assert rows["audit_digest"].notna().all() and rows["data_files_read"].notna().all()
+    proc = subprocess.run([sys.executable, "-m", "harness.verify", str(run_dir)], cwd=repo_root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "FAIL" not in proc.stdout and f"ok: {len(rows)} audit records match their digests" in proc.stdout
+
+
 def test_final_rows_carry_metrics_and_provenance(smoke_run) -> None:
     _, run_dir, _ = smoke_run
     rows = read_results(run_dir)

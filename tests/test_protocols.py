@@ -169,7 +169,9 @@ def test_resuming_a_run_whose_search_space_changed_exits_2_before_writing(tmp_pa
     before = journal.read_bytes()
     monkeypatch.setattr(harness.run, "execute", lambda *args: pytest.fail("a changed study must not run"))
     assert main([str(root / "suites" / "smoke.yaml"), "--out", str(tmp_path), "--resume"]) == EXIT_BAD_INPUT
-    assert journal.read_bytes() == before and sorted(p.name for p in run_dir.iterdir()) == ["studies.journal"]
+    # nothing written but the writer lock taken before the checks (see harness/writer_lock.py)
+    assert journal.read_bytes() == before and sorted(p.name for p in run_dir.iterdir()) == ["studies.journal",
+                                                                                         "writer.lock"]
 
 
 def test_the_searcher_serves_cells_in_order_with_stable_trial_numbers(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ PHASE_SPLITS: dict[str, tuple[str, ...]] = {"tune": ("tune_train", "tune_val"), 
 # the only split a scenario changes
 TRAINING_SPLIT: dict[str, str] = {"tune": "tune_train", "oracle": "tune_train", "final": "train"}
 
-_cache: dict[tuple[str, str], ImageArrays] = {}
+_train_cache: dict[str, ImageArrays] = {}  # train splits by dataset; a test split is never kept
 
 
 class UnknownSplitError(HarnessInputError, ValueError):
@@ -38,23 +38,25 @@ class UnknownSplitError(HarnessInputError, ValueError):
 
 
 def load_split(name: str, split: Split) -> ImageArrays:
-    """A dataset's raw train or test split, read once per process.
+    """A dataset's raw train or test split; the train split is read once per process.
 
-    The seal is checked before the cache, so a test split cached by an earlier final run is still
-    refused to tuning code. Treat the result as read-only: it is shared by every caller.
+    The seal is checked first. A test split is read afresh each time and never cached: no copy of it
+    lingers in a process for a later trial (an honest one after an oracle one in a reused actor) to
+    find. Treat the result as read-only: a train split is shared by every caller.
     """
     refuse_if_sealed(name, split)
     if split not in SPLITS:
         raise UnknownSplitError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
-    key = (name, split)
-    if key not in _cache:
-        _cache[key] = DATASETS.get(name).load(split)
-    return _cache[key]
+    if split == "test":
+        return DATASETS.get(name).load(split)
+    if name not in _train_cache:
+        _train_cache[name] = DATASETS.get(name).load(split)
+    return _train_cache[name]
 
 
 def clear_cache() -> None:
     """Forget every cached split (tests that change HARNESS_DATA_DIR; freeing memory between studies)."""
-    _cache.clear()
+    _train_cache.clear()
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -8,10 +8,12 @@ importing `harness.data` stays cheap.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import operator
 import os
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
@@ -19,6 +21,7 @@ from typing import Any, Literal, Protocol, get_args
 import numpy as np
 import torch
 
+from harness import audit
 from harness.data.idx import IdxFormatError, find_idx_file, read_idx
 from harness.data.splits import stratified_split
 from harness.errors import DataUnavailableError, SealedSplitError
@@ -83,27 +86,19 @@ class DatasetSource(Protocol):
         """Read a split from disk. Other modules go through `load_split`, which caches."""
         ...
 
+    # Optional: `split_files(split) -> tuple[Path, ...]`, the files that hold the split. The audit refuses
+    # opening a test split's files while training runs; a source that declares none is not watched.
 
-_seal_lock = threading.Lock()
-_sealed = False
 
-
-@contextmanager
-def sealed_test_split() -> Iterator[None]:
-    """Process-wide: while inside, no code can read any dataset's test split. Nests; restores on exit."""
-    global _sealed
-    with _seal_lock:
-        previous, _sealed = _sealed, True
-    try:
-        yield
-    finally:
-        with _seal_lock:
-            _sealed = previous
+def sealed_test_split() -> AbstractContextManager[None]:
+    """Process-wide: while inside, no code can read any dataset's test split through the data layer.
+    Nests; restores on exit. Its state lives in `harness.audit`'s closure: no attribute turns it off."""
+    return audit.sealed()
 
 
 def test_split_sealed() -> bool:
     """Whether the test split is currently sealed in this process."""
-    return _sealed
+    return audit.is_sealed()
 
 
 test_split_sealed.__test__ = False  # type: ignore[attr-defined]  # its name must not look like a pytest test
@@ -111,31 +106,78 @@ test_split_sealed.__test__ = False  # type: ignore[attr-defined]  # its name mus
 
 def refuse_if_sealed(name: str, split: str) -> None:
     """Raise `SealedSplitError` when `split` is the test split and the seal is on."""
-    if split == "test" and _sealed:
+    if split == "test" and audit.is_sealed():
         raise SealedSplitError(
-            f"the test split of '{name}' is sealed during tuning: tuning code may read only tune_train and tune_val"
+            f"the test split of '{name}' is sealed during tuning and while training runs: tuning code may read "
+            "only tune_train and tune_val, and a final run reads test once training and finalize are done"
         )
 
 
+def declared_files() -> audit.DeclaredFiles:
+    """Every registered dataset's files by real path, with what each holds, for the audit hook."""
+    holds: dict[str, set[str]] = {}
+    test: set[str] = set()
+    for name in DATASETS.names():
+        source = DATASETS.get(name)
+        for split in SPLITS:
+            for path in split_files(source, split):
+                real = os.path.realpath(path)
+                holds.setdefault(real, set()).add(f"{name}:{split}")
+                if split == "test":
+                    test.add(real)
+    return audit.DeclaredFiles({path: ",".join(sorted(h)) for path, h in holds.items()}, frozenset(test))
+
+
+def split_files(source: DatasetSource, split: Split) -> tuple[Path, ...]:
+    """The files a source declares as holding `split` (none for a source that declares nothing)."""
+    declare = getattr(source, "split_files", None)
+    return tuple(declare(split)) if declare is not None else ()
+
+
+@contextmanager
+def training_window() -> Iterator[None]:
+    """While training code runs (the method's hooks and `finalize`): the test split is sealed, and the
+    audit refuses opening any file a dataset declares as holding it."""
+    with audit.training(declared_files()):
+        yield
+
+
+@contextmanager
+def audit_record() -> Iterator[audit.AuditRecord]:
+    """The declared data files this job opens, for its row (`data_files_read`, `audit_digest`)."""
+    with audit.recording(declared_files()) as record:
+        yield record
+
+
 class _SealedSource:
-    """Delegates to a source, refusing `load('test')` while sealed and unknown split names always."""
+    """Delegates to a source, refusing `load('test')` while sealed and unknown split names always.
+
+    The source it wraps is not an attribute (`.inner` handed training code the unsealed source)."""
+
+    __slots__ = ("info", "name", "_load", "_check", "_declare", "_wraps")
 
     def __init__(self, name: str, inner: DatasetSource) -> None:
         self.name = name
-        self.inner = inner
         self.info = inner.info
+        self._load = inner.load
+        self._check = inner.check_available
+        self._declare = functools.partial(split_files, inner)
+        self._wraps = functools.partial(operator.is_, inner)
 
     def check_available(self) -> None:
-        self.inner.check_available()
+        self._check()
+
+    def split_files(self, split: Split) -> tuple[Path, ...]:
+        return self._declare(split)
 
     def load(self, split: Split) -> ImageArrays:
         refuse_if_sealed(self.name, split)
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}' of '{self.name}'; valid: {', '.join(SPLITS)}")
-        return self.inner.load(split)
+        return self._load(split)
 
-    def __getattr__(self, attribute: str) -> object:
-        return getattr(self.inner, attribute)
+    def wraps(self, source: object) -> bool:
+        return bool(self._wraps(source))
 
 
 class _DatasetRegistry(Registry[DatasetSource]):
@@ -143,10 +185,10 @@ class _DatasetRegistry(Registry[DatasetSource]):
 
     def add(self, name: str, obj: DatasetSource) -> None:
         existing = self._entries.get(name)
-        if isinstance(existing, _SealedSource) and existing.inner is obj:
+        if isinstance(existing, _SealedSource) and existing.wraps(obj):
             return
         if isinstance(obj, _SealedSource):
-            obj = obj.inner
+            raise ValueError(f"dataset '{name}': register the source itself, not a registered (sealed) one")
         if obj.info.name != name:
             raise ValueError(f"dataset registered as '{name}' but its info is named '{obj.info.name}'")
         super().add(name, _SealedSource(name, obj))
@@ -251,6 +293,11 @@ class IdxSource:
             f"{data_root() / self.torchvision_class / 'raw'}.{f' ({reason})' if reason else ''}"
         )
 
+    def split_files(self, split: Split) -> tuple[Path, ...]:
+        """Every copy of the split's two IDX files in any searched directory (raw or .gz)."""
+        found = (find_idx_file(directory, stem) for directory in self.search_dirs() for stem in _IDX_STEMS[split])
+        return tuple(path for path in found if path is not None)
+
     def load(self, split: Split) -> ImageArrays:
         directory = self._locate()
         image_stem, label_stem = _IDX_STEMS[split]
@@ -314,6 +361,11 @@ class TorchvisionSource:
         for split in SPLITS:
             self._ensure(split)
 
+    def split_files(self, split: Split) -> tuple[Path, ...]:
+        """The split's own files (metadata that every split reads is not split data)."""
+        others = {name for other in SPLITS if other != split for name in self.files[other]}
+        return tuple(data_root() / name for name in self.files[split] if name not in others)
+
     def load(self, split: Split) -> ImageArrays:
         root = self._ensure(split)
         try:
@@ -347,6 +399,12 @@ class DigitsSource:
             raise DataUnavailableError(
                 f"dataset 'digits' needs scikit-learn: pip install scikit-learn ({error})"
             ) from error
+
+    def split_files(self, split: Split) -> tuple[Path, ...]:
+        """scikit-learn's one file holds both splits (found without importing scikit-learn)."""
+        spec = importlib.util.find_spec("sklearn")
+        roots = spec.submodule_search_locations if spec is not None else None
+        return tuple(Path(root) / "datasets" / "data" / "digits.csv.gz" for root in roots or ())
 
     def load(self, split: Split) -> ImageArrays:
         return _checked(self.info, self.load_8x8(split), "sklearn digits")
@@ -403,15 +461,16 @@ CIFAR100_FILES = {split: ("cifar-100-python/meta", f"cifar-100-python/{split}") 
 SVHN_FILES = {split: (f"{split}_32x32.mat",) for split in SPLITS}
 _DEBIAN_HINT = f"apt-get install dataset-fashion-mnist (puts them in {DEBIAN_FASHION_MNIST_DIR}), or "
 
-DATASETS.add(
-    "fashion_mnist",
-    IdxSource(
-        FASHION_MNIST, "FashionMNIST", ("fashion-mnist", ""), (DEBIAN_FASHION_MNIST_DIR,), _DEBIAN_HINT
-    ),
-)
-DATASETS.add("digits", DigitsSource())
-DATASETS.add("digits28", Digits28Source())
-DATASETS.add("mnist", IdxSource(MNIST, "MNIST"))
-DATASETS.add("cifar10", TorchvisionSource(CIFAR10, "CIFAR10", CIFAR10_FILES))
-DATASETS.add("cifar100", TorchvisionSource(CIFAR100, "CIFAR100", CIFAR100_FILES))
-DATASETS.add("svhn", TorchvisionSource(SVHN, "SVHN", SVHN_FILES, split_keyword=True))
+# the built-in sources by name (the registry holds them sealed; tests reconfigure these)
+BUILTIN_SOURCES: dict[str, DatasetSource] = {
+    "fashion_mnist": IdxSource(FASHION_MNIST, "FashionMNIST", ("fashion-mnist", ""), (DEBIAN_FASHION_MNIST_DIR,),
+                               _DEBIAN_HINT),
+    "digits": DigitsSource(),
+    "digits28": Digits28Source(),
+    "mnist": IdxSource(MNIST, "MNIST"),
+    "cifar10": TorchvisionSource(CIFAR10, "CIFAR10", CIFAR10_FILES),
+    "cifar100": TorchvisionSource(CIFAR100, "CIFAR100", CIFAR100_FILES),
+    "svhn": TorchvisionSource(SVHN, "SVHN", SVHN_FILES, split_keyword=True),
+}
+for _name, _source in BUILTIN_SOURCES.items():
+    DATASETS.add(_name, _source)
