@@ -28,6 +28,8 @@ from harness.suite import validate_suite
 
 plugins.discover_methods()
 METHOD_NAMES = METHODS.names()
+# the shipped catalogue (methods/): test files register probe methods of their own, which declare no claim
+CATALOGUE_NAMES = [n for n in METHOD_NAMES if METHODS.get(n).__module__.startswith("methods.")]
 MODEL_NAMES = MODELS.names()
 DATASET_NAMES = DATASETS.names()
 
@@ -489,7 +491,7 @@ def test_every_shipped_suite_with_a_method_runs_its_claims_baseline() -> None:
 
 
 def test_every_catalogue_method_but_the_baseline_declares_its_claim() -> None:
-    missing = [n for n in METHOD_NAMES if n != "erm" and METHODS.get(n).info.claim is None]
+    missing = [n for n in CATALOGUE_NAMES if n != "erm" and METHODS.get(n).info.claim is None]
     assert not missing, f"methods without a Claim in their MethodInfo: {missing}"
 
 
@@ -499,6 +501,6 @@ def test_readme_and_a_shipped_suite_name_every_registered_method() -> None:
     readme = (root / "README.md").read_text()
     suites = {path.stem: yaml.safe_load(path.read_text()) for path in (root / "suites").glob("*.yaml")}
     in_suites = {entry["name"] for suite in suites.values() for entry in suite["methods"]}
-    for name in METHOD_NAMES:
+    for name in CATALOGUE_NAMES:
         assert f"`{name}`" in readme, f"README.md does not list method {name}"
         assert name in in_suites, f"no suite in suites/ runs method {name}"
