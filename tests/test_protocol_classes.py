@@ -4,6 +4,9 @@ checks with the key path, and decides what the plan and the tuning trial read. N
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from harness.data import DataAccess, ImageArrays, test_split_sealed
 from harness.errors import SuiteError
 from harness.jobs import RunSpec, tuning_trial
 from harness.plan import Cell, suite_cells
+from harness.plugins import PLUGINS_ENV
 from harness.protocols import (
     PROTOCOLS,
     CrossDataset,
@@ -145,3 +149,18 @@ def test_a_holdout_cell_and_a_small_holdout_cell_share_the_training_split() -> N
     assert (small.val_fraction, small.split_seed, small.tune_train_size) == (held.val_fraction, 3, None)
     assert small.tune_val_size == SmallHoldout.val_size and held.tune_val_size is None
     assert Cell(bench, "small_holdout", MethodEntry(name="erm")).tune_benchmark == bench
+
+
+@pytest.mark.parametrize("plugins", ["tests.toy_protocol", ""])
+def test_the_cli_discovers_plugin_protocols_before_it_validates_protocol_names(plugins: str, tmp_path: Path) -> None:
+    """In a fresh process: with $HARNESS_PLUGINS the toy protocol is known (its own check fails, exit 2);
+    without it, the same suite names an unknown protocol. Both exit before anything runs."""
+    root = SMOKE.parent.parent
+    env = {**os.environ, PLUGINS_ENV: plugins, "PYTHONPATH": os.pathsep.join(filter(None, [str(root),
+                                                                                          os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "harness.run", str(SMOKE), "--out", str(tmp_path), "--set",
+               "protocols=[small_holdout]", "--set", "benchmarks[0].tune_val_size=50"]
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    expected = "benchmarks[0].tune_val_size: small_holdout scores on 64" if plugins else "protocols[0]: unknown protocol"
+    assert expected in done.stderr and not any(tmp_path.iterdir())
