@@ -32,7 +32,7 @@ class TrainStats:
     task_results: list[Any] = dataclasses.field(default_factory=list)  # on_task_end's value per finished task
 
 
-EpochCallback = Callable[[int, TrainStats, nn.Module], bool | None]  # (epoch, stats, model); True stops
+EpochCallback = Callable[[int, TrainStats, nn.Module], bool | None]  # (epoch, stats, plain model); True stops
 
 
 @dataclass(frozen=True)
@@ -138,13 +138,12 @@ def train(
     num_classes: int,
     augment: BatchAugment | None = None,
     device: torch.device | None = None,
-    teacher: nn.Module | None = None,
+    context: TrainContext | None = None,
     on_epoch_end: EpochCallback | None = None,
     on_task_end: TaskEndCallback | None = None,
     rank: int = 0,
     world_size: int = 1,
     checkpointing: Checkpointing | None = None,
-    extras: Mapping[str, Any] | None = None,
 ) -> TrainStats:
     """Train `model` in place with `method`; return counters. Deterministic for a seed on CPU.
 
@@ -153,20 +152,27 @@ def train(
     runs epochs over its own examples. The method's hooks run here, in this order: `lr_schedule` once;
     per step `candidate_batches`/`select_batch`, `training_loss`, the optimiser step, `after_step`;
     `on_task_end` at the end of each task (then the caller's `on_task_end`, whose value is kept).
+    `context` holds the run's fixed facts (teacher, seed, input shape, build_model: what `prepare_model`
+    saw); the engine sets the per-step fields of the context every hook gets (see `TrainContext`).
     """
     device = device or pick_device()
     generator = seed_everything(settings.seed)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model.to(device).train()
-    auxiliary = [module.to(device).train() for module in method.auxiliary_modules()]
     stream = data if isinstance(data, TaskStream) else TaskStream((data,), ((),))
     total = settings.total_steps(len(data), world_size)
+    run = dataclasses.replace(context or TrainContext(step=0, total_steps=total, epoch=0, num_classes=num_classes,
+                                                      device=device, seed=settings.seed, num_samples=len(data)),
+                              step=0, total_steps=total, epoch=0, num_classes=num_classes, device=device,
+                              seed=settings.seed, generator=generator, num_tasks=stream.num_tasks,
+                              model=_inner(model))
+    auxiliary = [module.to(device).train() for module in method.auxiliary_modules(run)]
     optimizer = build_optimizer(model, settings, auxiliary)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, method.lr_schedule(total, warmup_cosine(total, settings.warmup_fraction)))
+        optimizer, method.lr_schedule(warmup_cosine(total, settings.warmup_fraction), run))
     loop = _Loop(model, method, auxiliary, optimizer, schedule, settings, generator, device, world_size, stream,
-                 total, num_classes, teacher, dict(extras or {}))
+                 total, run)
     if checkpointing is not None and checkpointing.resume is not None:
         loop.stats, loop.epoch = restore_engine_state(checkpointing.resume, model, optimizer, schedule, generator,
                                                       method, auxiliary)
@@ -187,7 +193,7 @@ def train(
             if stats.steps >= loop.task_end(task) and stream.num_tasks > 1:
                 loop.end_task(task, on_task_end)
             stats.wall_s = time.perf_counter() - start
-            if on_epoch_end is not None and on_epoch_end(loop.epoch, stats, model):
+            if on_epoch_end is not None and on_epoch_end(loop.epoch, stats, _inner(model)):
                 model.eval()
                 return stats
             if checkpointing is not None and stats.steps < total and loop.epoch % checkpointing.every_epochs == 0:
@@ -213,9 +219,7 @@ class _Loop:
     world_size: int
     stream: TaskStream
     total: int
-    num_classes: int
-    teacher: nn.Module | None
-    extras: dict[str, Any]
+    run: TrainContext  # the run's context; each step's is this one with the step's fields set
     stats: TrainStats = dataclasses.field(default_factory=TrainStats)
     epoch: int = 0
 
@@ -225,16 +229,14 @@ class _Loop:
 
     def context(self, task: int) -> TrainContext:
         stream = self.stream
-        return TrainContext(step=self.stats.steps, total_steps=self.total, epoch=self.epoch,
-                            num_classes=self.num_classes, device=self.device, teacher=self.teacher,
-                            generator=self.generator, extras=self.extras, task=task, num_tasks=stream.num_tasks,
-                            task_classes=stream.classes[task],
-                            seen_classes=stream.seen_classes(task) if stream.classes[task] else ())
+        return dataclasses.replace(self.run, step=self.stats.steps, epoch=self.epoch, task=task,
+                                   task_classes=stream.classes[task],
+                                   seen_classes=stream.seen_classes(task) if stream.classes[task] else ())
 
     def epoch_of(self, task: int, batches: Iterator[Batch]) -> float:
         """Train on one pass over `batches` (or until the task's steps run out); return the last loss."""
         loss = None
-        for candidates in _groups(batches, max(1, self.method.candidate_batches())):
+        for candidates in _groups(batches, max(1, self.method.candidate_batches(self.context(task)))):
             if self.stats.steps >= self.task_end(task):
                 break
             loss = self.step(candidates, self.context(task))
@@ -245,7 +247,7 @@ class _Loop:
 
     def step(self, candidates: list[Batch], ctx: TrainContext) -> torch.Tensor:
         method = self.method
-        images, labels = method.select_batch(self.model, candidates, ctx)
+        images, labels = method.select_batch(_inner(self.model), candidates, ctx)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast_for(self.device):
@@ -276,7 +278,7 @@ class _Loop:
 
 
 def _inner(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (hooks see the plain model)."""
+    """The model inside a DistributedDataParallel wrapper: what every hook but `training_loss` gets."""
     return getattr(model, "module", model)
 
 

@@ -139,35 +139,43 @@ def _train_and_finalize(spec: RunSpec, data: ImageArrays, info: DatasetInfo, bud
     torch.set_num_threads(max(1, spec.threads))
     engine_overrides, _ = split_hyperparams(spec.hyperparams)
     method = make_method(spec)
-    settings = method.adjust_settings(TrainSettings.for_run(spec.benchmark.train, budget, spec.seed, engine_overrides),
-                                      len(data))
-    torch.manual_seed(spec.seed)
-    model = build_for(spec.benchmark, info)
-    teacher_model = spec.benchmark.teacher.model if spec.benchmark.teacher is not None else None
-    extras = {"input_shape": (info.channels, info.image_size, info.image_size), "teacher_model": teacher_model,
-              "build_model": functools.partial(_fresh_model, spec.benchmark, info, device)}
+    settings = TrainSettings.for_run(spec.benchmark.train, budget, spec.seed, engine_overrides)
+    ctx = run_context(spec, info, device, teacher, num_samples=len(data),
+                      total_steps=settings.total_steps(len(data), world_size))
+    settings = method.adjust_settings(settings, ctx)
     total = settings.total_steps(len(data), world_size)
-    ctx = TrainContext(step=0, total_steps=total, epoch=0, num_classes=info.num_classes, device=device,
-                       teacher=teacher, extras=extras)
-    model = method.prepare_model(model, ctx).to(device)
-    done = dataclasses.replace(ctx, step=total)
+    ctx = dataclasses.replace(ctx, total_steps=total)
+    torch.manual_seed(spec.seed)
+    model = method.prepare_model(build_for(spec.benchmark, info), ctx).to(device)
+    done = dataclasses.replace(ctx, step=total, model=model)
 
     def scored(epoch: int, stats: TrainStats, trained: nn.Module) -> bool | None:
         assert on_epoch_end is not None
         if stats.steps >= total and _overrides(method, "finalize"):
-            trained = method.finalize(copy.deepcopy(getattr(trained, "module", trained)), data, done)
+            trained = method.finalize(copy.deepcopy(model), data, done)
         return on_epoch_end(epoch, stats, trained)
 
     stats = train(wrap_model(model) if wrap_model else model, method, training_stream(spec.benchmark, data, info),
                   settings, num_classes=info.num_classes, augment=augment_for(spec.benchmark, info), device=device,
-                  teacher=teacher, on_epoch_end=scored if on_epoch_end else None, on_task_end=on_task_end,
-                  rank=rank, world_size=world_size, checkpointing=checkpointing, extras=extras)
+                  context=ctx, on_epoch_end=scored if on_epoch_end else None, on_task_end=on_task_end,
+                  rank=rank, world_size=world_size, checkpointing=checkpointing)
     flops = training_flops(spec, model, info, 1)
     return Trained(method.finalize(model, data, done).eval(), stats, flops)
 
 
+def run_context(spec: RunSpec, info: DatasetInfo, device: torch.device, teacher: nn.Module | None, *,
+                num_samples: int, total_steps: int) -> TrainContext:
+    """The context `adjust_settings` and `prepare_model` get, and the engine extends for every later hook."""
+    bench = spec.benchmark
+    return TrainContext(step=0, total_steps=total_steps, epoch=0, num_classes=info.num_classes, device=device,
+                        teacher=teacher, seed=spec.seed, num_samples=num_samples,
+                        input_shape=(info.channels, info.image_size, info.image_size),
+                        teacher_model=bench.teacher.model if bench.teacher is not None else None,
+                        build_model=functools.partial(_fresh_model, bench, info, device))
+
+
 def _fresh_model(bench: BenchmarkSpec, info: DatasetInfo, device: torch.device, name: str | None = None) -> nn.Module:
-    """An untrained model of the benchmark's architecture, or of `name` (for `ctx.extras["build_model"]`)."""
+    """An untrained model of the benchmark's architecture, or of `name` (for `ctx.build_model`)."""
     return build_for(bench, info, name).to(device)
 
 
@@ -196,7 +204,6 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
         flops_per_sample: list[float] = []
 
         def on_epoch_end(epoch: int, stats: TrainStats, model: nn.Module) -> None:
-            model = getattr(model, "module", model)  # scored without DDP, whose forward would sync ranks
             score = accuracy(model, val_data, device=device, num_classes=access.info.num_classes)
             if not flops_per_sample:  # measured at the first epoch, on the model being trained
                 flops_per_sample.append(training_flops(spec, model, access.info, 1))

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (images in [0, 1], labels)
 LRSchedule = Callable[[int], float]         # step -> learning-rate multiplier
+ModelBuilder = Callable[[str | None], nn.Module]  # architecture name (None: the benchmark's) -> untrained model
+
+
+def _no_model_builder(name: str | None = None) -> nn.Module:
+    raise RuntimeError("this TrainContext has no build_model: the engine's caller (harness.jobs) provides it; "
+                       "a test building a context by hand passes build_model=...")
 
 
 @dataclass(frozen=True)
@@ -69,20 +75,39 @@ class MethodConfig(BaseModel):
 
 @dataclass(frozen=True)
 class TrainContext:
-    """What a hook may know about the run. Read-only; the engine adds fields, never removes them."""
+    """What a hook may know about the run. Read-only; the engine adds fields, never removes them.
+
+    The model view, one rule for every hook: a hook's `model` argument is the plain model (never a
+    DistributedDataParallel wrapper): read its layers, copy it, change it, run side passes on it. The one
+    exception is `training_loss`, whose `model` is the training forward: call it for the passes whose
+    gradients train the model (under data parallelism it is the wrapper, which averages them across
+    workers); there, `ctx.model` is the plain model for everything else.
+    """
 
     step: int
     total_steps: int
     epoch: int
     num_classes: int
     device: torch.device
-    teacher: nn.Module | None = None
-    generator: torch.Generator | None = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    teacher: nn.Module | None = None     # the trained, frozen teacher, when the method needs one
+    generator: torch.Generator | None = None  # the engine's data-order generator (draw from it, never reseed it)
     task: int = 0                        # the current task of a task stream (continual learning); else 0
     num_tasks: int = 1
     task_classes: tuple[int, ...] = ()   # the classes of the current task; () when there is no task stream
     seen_classes: tuple[int, ...] = ()   # the classes of every task so far, the current one included
+    # -- the run, fixed from prepare_model to finalize (harness.jobs fills them in)
+    seed: int = 0                        # the run's seed (the engine seeds torch and `generator` with it)
+    num_samples: int = 0                 # training examples of the run (all tasks together)
+    input_shape: tuple[int, int, int] | None = None  # (channels, height, width) of the benchmark's images
+    teacher_model: str | None = None     # the architecture name of the benchmark's teacher, if it declares one
+    build_model: ModelBuilder = _no_model_builder  # a fresh untrained model: build_model(None) is the benchmark's
+    # -- the step (set by the engine while training)
+    model: nn.Module | None = None       # the plain model being trained; None before training starts
+
+    def plain_model(self, forward: nn.Module) -> nn.Module:
+        """The plain model behind `training_loss`'s `forward` argument: `ctx.model`, which the engine sets
+        (a context built by hand without one, as in a unit test: `forward` itself)."""
+        return self.model if self.model is not None else forward
 
     @property
     def progress(self) -> float:
@@ -111,12 +136,13 @@ class Method:
 
     # ---------------------------------------------------------------- before training
 
-    def adjust_settings(self, settings: TrainSettings, num_samples: int) -> TrainSettings:
+    def adjust_settings(self, settings: TrainSettings, ctx: TrainContext) -> TrainSettings:
         """Change the engine's settings for this method's regime (batch size, steps, lr) with
         `settings.replace(...)`, which validates the result; default: unchanged.
 
         For a method whose paper prescribes a training regime (ghost batch norm's update-matched large
-        batches); the run records what the engine actually did, so the cost stays visible.
+        batches); the run records what the engine actually did, so the cost stays visible. `ctx` is the
+        run's context before training (`ctx.total_steps` counts the unadjusted settings' steps).
         """
         return settings
 
@@ -124,12 +150,13 @@ class Method:
         """Change the architecture or the initial weights before training (default: unchanged).
 
         `ctx.teacher` is the trained teacher, if the method declared one (initialise from it);
-        `ctx.extras["build_model"](name=None)` builds a fresh, untrained model of the benchmark's
-        architecture, or of the named one (an online peer or teacher).
+        `ctx.build_model(None)` builds a fresh, untrained model of the benchmark's architecture, or of
+        the named one (an online peer or teacher: `ctx.teacher_model` names the benchmark's). Compute
+        spent here (a pre-training) is counted in the run's training FLOPs like the loop's.
         """
         return model
 
-    def auxiliary_modules(self) -> Sequence[nn.Module]:
+    def auxiliary_modules(self, ctx: TrainContext) -> Sequence[nn.Module]:
         """Modules the engine trains with the model but never evaluates (an online teacher, a peer).
 
         The engine moves them to the device, adds their parameters to the optimiser, averages their
@@ -137,13 +164,14 @@ class Method:
         """
         return ()
 
-    def lr_schedule(self, total_steps: int, default: LRSchedule) -> LRSchedule:
-        """The learning-rate multiplier per step (default: the engine's warm-up + cosine, unchanged)."""
+    def lr_schedule(self, default: LRSchedule, ctx: TrainContext) -> LRSchedule:
+        """The learning-rate multiplier per step over `ctx.total_steps` (default: the engine's warm-up +
+        cosine, unchanged); built once, before the first step."""
         return default
 
     # ---------------------------------------------------------------- each step
 
-    def candidate_batches(self) -> int:
+    def candidate_batches(self, ctx: TrainContext) -> int:
         """How many data-loader batches the engine draws per step; `select_batch` picks what to train on."""
         return 1
 

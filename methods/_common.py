@@ -111,7 +111,7 @@ def copy_teacher_weights(model: nn.Module, ctx: TrainContext, method: str) -> nn
         raise ValueError(
             f"{method} starts from the teacher's weights, but the teacher ({type(ctx.teacher).__name__}) and the "
             f"model ({type(model).__name__}) differ in {len(mismatched)} tensors (e.g. {mismatched[:3]}): "
-            f"declare the benchmark's teacher.model equal to its model ({ctx.extras.get('teacher_model')!r} "
+            f"declare the benchmark's teacher.model equal to its model ({ctx.teacher_model!r} "
             "is declared now)")
     model.load_state_dict(source)
     return model

@@ -78,8 +78,8 @@ class AdversarialFinetuning(Method):
     def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
         return copy_teacher_weights(model, ctx, "adv_finetune")
 
-    def lr_schedule(self, total_steps: int, default: LRSchedule) -> LRSchedule:
-        return slow_start_fast_decay(total_steps, self.config.slow_start_fraction)
+    def lr_schedule(self, default: LRSchedule, ctx: TrainContext) -> LRSchedule:
+        return slow_start_fast_decay(ctx.total_steps, self.config.slow_start_fraction)
 
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       ctx: TrainContext) -> LossOutput:

@@ -100,8 +100,8 @@ class AcceleratedIMP(Method):
         self.masks: dict[str, torch.Tensor] = {}
         self.pruned_rounds = 0
 
-    def lr_schedule(self, total_steps: int, default: LRSchedule) -> LRSchedule:
-        bounds = phase_bounds(total_steps, self.config.rounds, self.config.final_fraction)
+    def lr_schedule(self, default: LRSchedule, ctx: TrainContext) -> LRSchedule:
+        bounds = phase_bounds(ctx.total_steps, self.config.rounds, self.config.final_fraction)
         return lambda step: cyclic_cosine(step, bounds)
 
     def prune(self, model: nn.Module, rounds_done: int) -> None:

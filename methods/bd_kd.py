@@ -108,10 +108,10 @@ class BalancedDivergenceKD(Method):
         self.teacher: nn.Module | None = None
 
     def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
-        self.teacher = ctx.extras["build_model"](ctx.extras.get("teacher_model"))  # None: the student's architecture
+        self.teacher = ctx.build_model(ctx.teacher_model)  # None: the student's architecture
         return model
 
-    def auxiliary_modules(self) -> Sequence[nn.Module]:
+    def auxiliary_modules(self, ctx: TrainContext) -> Sequence[nn.Module]:
         return (self.teacher,) if self.teacher is not None else ()
 
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

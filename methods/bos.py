@@ -119,10 +119,10 @@ class BoundaryOptimisedSamples(Method):
         cfg = self.config
         # torch's global RNG (checkpointed by the engine), not ctx.generator: the data order stays that of ERM
         start = torch.lerp(images, torch.rand_like(images), cfg.init_mix)
-        boundary = boundary_samples(getattr(model, "module", model), start, -math.log(cfg.boundary_msp),
+        boundary = boundary_samples(ctx.plain_model(model), start, -math.log(cfg.boundary_msp),
                                     cfg.search_steps)
         real = model(images)
-        outer = _eval_mode_logits(getattr(model, "module", model), boundary.to(images.dtype))
+        outer = _eval_mode_logits(ctx.plain_model(model), boundary.to(images.dtype))
         supervised = labelled_cross_entropy(real, labels)
         uncertain = uniform_kl(outer)
         loss = supervised + cfg.ood_weight * uncertain

@@ -125,18 +125,17 @@ class ExperienceReplay(Method):
         cfg = self.config
         self.buffer = ReservoirBuffer(cfg.buffer_size, balanced=cfg.balanced_reservoir,
                                       loss_aware=cfg.loss_aware_reservoir)
-        self._num_tasks = 1  # learnt from the context at the first step (the schedule is built before it)
 
-    def lr_schedule(self, total_steps: int, default: LRSchedule) -> LRSchedule:
+    def lr_schedule(self, default: LRSchedule, ctx: TrainContext) -> LRSchedule:
         end = self.config.lr_decay_end
         if end is None:
             return default
-        return lambda step: exponential_per_task(step, task_bounds(total_steps, self._num_tasks), end)
+        bounds = task_bounds(ctx.total_steps, ctx.num_tasks)
+        return lambda step: exponential_per_task(step, bounds, end)
 
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       ctx: TrainContext) -> LossOutput:
-        self._num_tasks = ctx.num_tasks
-        self.buffer.seed(ctx.generator.initial_seed() + 1 if ctx.generator is not None else 1)
+        self.buffer.seed(ctx.seed + 1)  # once: the buffer's own generator, never the data order's
         self.buffer.to(images.device)
         batch = images.shape[0]
         slots = None

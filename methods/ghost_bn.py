@@ -89,9 +89,9 @@ class GhostBatchNorm(Method):
     Config = GhostBNConfig
     search_space = {"ghost_batch_size": Choice(choices=(16, 32, 64, 128))}
 
-    def adjust_settings(self, settings: TrainSettings, num_samples: int) -> TrainSettings:
+    def adjust_settings(self, settings: TrainSettings, ctx: TrainContext) -> TrainSettings:
         large_batch = self.config.large_batch
-        return settings if large_batch is None else update_matched(settings, num_samples, large_batch)
+        return settings if large_batch is None else update_matched(settings, ctx.num_samples, large_batch)
 
     def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
         size = self.config.ghost_batch_size

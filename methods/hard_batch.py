@@ -62,11 +62,10 @@ class HardBatch(Method):
     Config = HardBatchConfig
     search_space = {"delta": IntRange(low=2, high=4)}
 
-    def candidate_batches(self) -> int:
+    def candidate_batches(self, ctx: TrainContext) -> int:
         return self.config.delta
 
     def select_batch(self, model: nn.Module, candidates: Sequence[Batch], ctx: TrainContext) -> Batch:
         if len(candidates) == 1:
             return candidates[0]
-        net = getattr(model, "module", model)  # score on the plain model: no collective calls per worker
-        return candidates[int(batch_losses(net, candidates).argmax())]
+        return candidates[int(batch_losses(model, candidates).argmax())]

@@ -134,8 +134,8 @@ class MeanTeacher(Method):
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       ctx: TrainContext) -> LossOutput:
         cfg = self.config
-        student_net = getattr(model, "module", model)
-        teacher = self._start_teacher(student_net) if self.teacher is None or ctx.step == 0 else self.teacher
+        student = ctx.plain_model(model)  # the teacher starts as the student as training begins
+        teacher = self._start_teacher(student) if self.teacher is None or ctx.step == 0 else self.teacher
         teacher.to(images.device).train()
         features, logits = forward_with_features(model, images + cfg.input_noise * torch.randn_like(images))
         with torch.no_grad():

@@ -90,7 +90,7 @@ class MLTP(Method):
         super().__init__(config)
         self._new_task: Batch | None = None  # held from select_batch to training_loss of the same step
 
-    def candidate_batches(self) -> int:
+    def candidate_batches(self, ctx: TrainContext) -> int:
         return 2
 
     def select_batch(self, model: nn.Module, candidates: Sequence[Batch], ctx: TrainContext) -> Batch:
@@ -109,7 +109,7 @@ class MLTP(Method):
             images, labels, new = images[:half], labels[:half], (images[half:], labels[half:])
         cfg = self.config
         loss_current, loss_new, logits = look_ahead_loss(model, (images, labels), new, cfg.inner_lr,
-                                                         cfg.first_order, net=getattr(model, "module", model))
+                                                         cfg.first_order, net=ctx.plain_model(model))
         loss = (loss_current + cfg.meta_weight * loss_new) / (1.0 + cfg.meta_weight)  # ERM's gradient scale
         return LossOutput(loss, parts={"current": loss_current.detach(), "look_ahead": loss_new.detach()},
                           logits=logits if logits.shape[0] == batch else None)

@@ -79,13 +79,13 @@ def perlin_batch(batch: int, shape: tuple[int, int, int], categories: int,
 
 
 def input_shape(model: nn.Module, ctx: TrainContext) -> tuple[int, int, int]:
-    """(C, H, W) the model takes: `ctx.extras["input_shape"]`, else the largest registered dataset
-    shape with the model's channel count that the model accepts (sized heads accept only their own)."""
-    if "input_shape" in ctx.extras:
-        return tuple(ctx.extras["input_shape"])
+    """(C, H, W) the model takes: `ctx.input_shape`, else the largest registered dataset shape with the
+    model's channel count that the model accepts (sized heads accept only their own)."""
+    if ctx.input_shape is not None:
+        return ctx.input_shape
     normalize = next((m for m in model.modules() if isinstance(m, Normalize)), None)
     if normalize is None:
-        raise ValueError("perlin_init needs ctx.extras['input_shape'] for a model without a Normalize layer")
+        raise ValueError("perlin_init needs ctx.input_shape for a model without a Normalize layer")
     channels = normalize.mean.shape[1]
     sizes = sorted({DATASETS.get(n).info.image_size for n in DATASETS.names()
                     if DATASETS.get(n).info.channels == channels}, reverse=True)
@@ -101,7 +101,7 @@ def input_shape(model: nn.Module, ctx: TrainContext) -> tuple[int, int, int]:
                 continue
     finally:
         model.train(was_training)
-    raise ValueError(f"no registered image size ({sizes}) fits the model; pass ctx.extras['input_shape']")
+    raise ValueError(f"no registered image size ({sizes}) fits the model; pass ctx.input_shape")
 
 
 class PerlinInitConfig(MethodConfig):
@@ -128,7 +128,7 @@ class PerlinInit(Method):
     def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
         cfg = self.config
         shape = input_shape(model, ctx)
-        seed = ctx.generator.initial_seed() if ctx.generator is not None else torch.initial_seed()
+        seed = ctx.seed
         generator = torch.Generator().manual_seed(seed)
         parent, name, classifier = output_layer(model)
         with torch.random.fork_rng(devices=[]):

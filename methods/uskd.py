@@ -129,7 +129,7 @@ class UniversalSelfKD(Method):
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       ctx: TrainContext) -> LossOutput:
         logits = model(images)
-        wrapper = getattr(model, "module", model)  # DistributedDataParallel keeps the wrapper in .module
+        wrapper = ctx.plain_model(model)  # the plain model: under DDP `model` is the wrapper
         weak_logits = getattr(wrapper, "weak_logits", None)
         if weak_logits is not None:
             wrapper.weak_logits = None  # drop the graph reference once used

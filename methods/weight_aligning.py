@@ -86,10 +86,10 @@ class WeightAligning(Method):
 
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       ctx: TrainContext) -> LossOutput:
-        self._restore_previous(model)
+        self._restore_previous(ctx.plain_model(model))
         batch = images.shape[0]
         if self.config.memory_size > 0:
-            self.memory.seed(ctx.generator.initial_seed() + 1 if ctx.generator is not None else 1)
+            self.memory.seed(ctx.seed + 1)
             self.memory.to(images.device)
             if len(self.memory) > 0:
                 _, replay_images, replay_labels = self.memory.sample(batch)
@@ -125,7 +125,7 @@ class WeightAligning(Method):
     def _restore_previous(self, model: nn.Module) -> None:
         if self._pending_previous is None:
             return
-        self.previous = copy.deepcopy(getattr(model, "module", model)).eval()  # the model inside DDP
+        self.previous = copy.deepcopy(model).eval()
         self.previous.load_state_dict(self._pending_previous)
         for parameter in self.previous.parameters():
             parameter.requires_grad_(False)

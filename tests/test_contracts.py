@@ -70,10 +70,9 @@ def teacher_for(name: str) -> nn.Module | None:
 
 def context(teacher: nn.Module | None) -> TrainContext:
     """What the jobs give `prepare_model` and the engine gives every hook (see `harness.jobs._train_method`)."""
-    extras = {"input_shape": (1, 8, 8), "teacher_model": "fast_cnn",
-              "build_model": lambda name=None: build_model(name or "fast_cnn", **TINY)}
     return TrainContext(step=0, total_steps=2, epoch=0, num_classes=NUM_CLASSES, device=CPU, teacher=teacher,
-                        generator=torch.Generator().manual_seed(0), extras=extras)
+                        generator=torch.Generator().manual_seed(0), num_samples=64, input_shape=(1, 8, 8),
+                        teacher_model="fast_cnn", build_model=lambda name=None: build_model(name or "fast_cnn", **TINY))
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -157,9 +156,8 @@ def test_method_trains_two_steps_through_the_engine(name: str) -> None:
     teacher_before = [p.clone() for p in teacher.parameters()] if teacher is not None else []
 
     ctx = context(teacher)
-    settings = method.adjust_settings(TrainSettings(steps=2, batch_size=16), 64)
-    stats = train(model, method, tiny_images(), settings, num_classes=NUM_CLASSES, device=CPU, teacher=teacher,
-                  extras=ctx.extras)
+    settings = method.adjust_settings(TrainSettings(steps=2, batch_size=16), ctx)
+    stats = train(model, method, tiny_images(), settings, num_classes=NUM_CLASSES, device=CPU, context=ctx)
 
     assert stats.steps == settings.steps
     assert stats.samples_seen == settings.steps * settings.batch_size
@@ -183,7 +181,7 @@ def test_method_finalize_returns_a_model_giving_class_logits(name: str) -> None:
     model = method.prepare_model(tiny_model(seed=0), ctx)
     data = tiny_images()
     train(model, method, data, TrainSettings(steps=2, batch_size=16), num_classes=NUM_CLASSES, device=CPU,
-          teacher=teacher, extras=ctx.extras)
+          context=ctx)
     final = method.finalize(model, data, TrainContext(**{**ctx.__dict__, "step": 2}))
     assert isinstance(final, nn.Module)
     with torch.no_grad():

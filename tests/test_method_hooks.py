@@ -50,7 +50,7 @@ def weights(model: nn.Module) -> list[torch.Tensor]:
 
 
 class FrozenSchedule(Method):
-    def lr_schedule(self, total_steps: int, default: Any) -> Any:
+    def lr_schedule(self, default: Any, ctx: TrainContext) -> Any:
         return lambda step: 0.0
 
 
@@ -74,7 +74,7 @@ class WithPeer(Method):
         torch.manual_seed(1)
         self.peer = nn.Linear(64, 10)
 
-    def auxiliary_modules(self) -> Sequence[nn.Module]:
+    def auxiliary_modules(self, ctx: TrainContext) -> Sequence[nn.Module]:
         return (self.peer,)
 
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -105,7 +105,7 @@ class PicksTheLastCandidate(Method):
         self.seen: list[tuple[int, int]] = []  # (candidates offered, batch size trained)
         self.after: list[int] = []
 
-    def candidate_batches(self) -> int:
+    def candidate_batches(self, ctx: TrainContext) -> int:
         return 3
 
     def select_batch(self, model: nn.Module, candidates: Sequence[Batch], ctx: TrainContext) -> Batch:
@@ -265,8 +265,8 @@ class ZeroedAtTheEnd(Method):
 
     info = MethodInfo(name="test_zeroed_at_the_end", summary="test probe")
 
-    def adjust_settings(self, settings: TrainSettings, num_samples: int) -> TrainSettings:
-        return settings.replace(steps=2 * settings.total_steps(num_samples), epochs=None)
+    def adjust_settings(self, settings: TrainSettings, ctx: TrainContext) -> TrainSettings:
+        return settings.replace(steps=2 * settings.total_steps(ctx.num_samples), epochs=None)
 
     def finalize(self, model: nn.Module, data: ImageArrays, ctx: TrainContext) -> nn.Module:
         assert ctx.step == ctx.total_steps and len(data) > 0

@@ -5,6 +5,7 @@ produce, the parameter names it must keep and the [B, C, H, W] -> [B, K] contrac
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -29,9 +30,9 @@ CPU = torch.device("cpu")
 CLASSES = 10
 
 
-def context(seed: int = 0, **extras: object) -> TrainContext:
+def context(seed: int = 0) -> TrainContext:
     return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU,
-                        generator=torch.Generator().manual_seed(seed), extras=extras)
+                        generator=torch.Generator().manual_seed(seed), seed=seed)
 
 
 def model(name: str = "fast_cnn", channels: int = 1, size: int = 8, seed: int = 0) -> nn.Module:
@@ -346,7 +347,7 @@ def test_perlin_noise_vanishes_on_the_lattice_and_coarsens_with_low_frequency() 
 def test_perlin_init_infers_the_input_shape() -> None:
     assert input_shape(model("fast_cnn", 1, 8), context()) == (1, 8, 8)
     assert input_shape(model("fast_cnn", 1, 28), context()) == (1, 28, 28)
-    assert input_shape(model("fast_cnn", 1, 8), context(input_shape=(1, 16, 16))) == (1, 16, 16)
+    assert input_shape(model("fast_cnn", 1, 8), dataclasses.replace(context(), input_shape=(1, 16, 16))) == (1, 16, 16)
 
 
 def filter_neighbour_correlation(weight: torch.Tensor) -> float:

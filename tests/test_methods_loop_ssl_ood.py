@@ -65,7 +65,7 @@ def test_hard_batch_trains_on_the_highest_loss_candidate() -> None:
 
     assert torch.allclose(losses, torch.tensor([log_z - 2.0, log_z, log_z - 1.0]), atol=1e-6)
     method = build_method("hard_batch", {"delta": 3})
-    assert method.candidate_batches() == 3
+    assert method.candidate_batches(context()) == 3
     assert method.select_batch(model, [easy, mixed, hard], context()) is hard
     assert method.select_batch(model, [easy], context()) is easy
 

@@ -6,6 +6,7 @@ the registry-wide contracts are in test_contracts."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -49,11 +50,15 @@ def frozen_teacher(name: str = "fast_cnn", seed: int = 123) -> nn.Module:
 
 def context(teacher: nn.Module | None = None, teacher_model: str | None = "fast_cnn",
             build: object = None) -> TrainContext:
-    extras = {"input_shape": (1, 8, 8), "teacher_model": teacher_model,
-              "build_model": build or (lambda name=None: net(name or "fast_cnn", seed=7))}
     return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU, teacher=teacher,
-                        extras=extras)
+                        num_samples=64, input_shape=(1, 8, 8), teacher_model=teacher_model,
+                        build_model=build or (lambda name=None: net(name or "fast_cnn", seed=7)))
 
+
+
+def samples(count: int) -> TrainContext:
+    """A context for `adjust_settings` of a run on `count` training examples."""
+    return dataclasses.replace(context(), num_samples=count)
 
 
 # ---------------------------------------------------------------- bd_kd
@@ -88,7 +93,7 @@ def test_bd_kd_loss_is_both_objectives_and_keeps_their_gradients_apart() -> None
     online_teacher = FixedLogits(teacher_logits)
     method = build_method("bd_kd", {"temperature": 1.0, "alpha": 0.5, "gamma": 2.0, "beta": 0.25, "ramp_fraction": 0.0})
     student = method.prepare_model(FixedLogits(student_logits), context(build=lambda name=None: online_teacher))
-    assert list(method.auxiliary_modules()) == [online_teacher]
+    assert list(method.auxiliary_modules(context())) == [online_teacher]
     labels = torch.tensor([0, 1])
     out = method.training_loss(student, torch.zeros(2, 1, 2, 2), labels, context())
     s, t = torch.tensor(student_logits), torch.tensor(teacher_logits)
@@ -118,7 +123,7 @@ def test_bd_kd_builds_the_declared_teacher_and_the_engine_trains_it() -> None:
         return net(name or "fast_cnn", seed=5)
 
     student = method.prepare_model(net(), context(teacher_model="fast_cnn_wide", build=build))
-    (teacher,) = method.auxiliary_modules()
+    (teacher,) = method.auxiliary_modules(context())
     assert built == ["fast_cnn_wide"]
     assert sum(p.numel() for p in teacher.parameters()) > sum(p.numel() for p in student.parameters())
     before = [p.detach().clone() for p in teacher.parameters()]
@@ -138,7 +143,7 @@ def test_slow_start_fast_decay_schedule_values() -> None:
     assert values == pytest.approx([1 / 7, 2 / 7, 3 / 7, 4 / 7, 5 / 7, 6 / 7, 1.0, 1.0, 2 / 3, 1 / 3])
     assert factor(10) == 0.0
     method = build_method("adv_finetune", {"slow_start_fraction": 0.5})
-    schedule = method.lr_schedule(4, default=lambda step: -1.0)
+    schedule = method.lr_schedule(lambda step: -1.0, dataclasses.replace(context(), total_steps=4))
     assert [schedule(step) for step in range(4)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
     assert slow_start_fast_decay(1, 0.7)(0) == 1.0  # a one-step run still takes its step
 
@@ -241,30 +246,30 @@ def test_ani_starts_from_the_teacher_with_noise_after_every_batch_norm() -> None
 
 def test_ghost_bn_without_large_batch_keeps_the_engine_settings() -> None:
     settings = TrainSettings(batch_size=256, epochs=2.0, lr=0.05)
-    assert build_method("ghost_bn").adjust_settings(settings, 10_000) is settings
+    assert build_method("ghost_bn").adjust_settings(settings, samples(10_000)) is settings
 
 
 def test_ghost_bn_update_matched_regime_settings() -> None:
     settings = TrainSettings(batch_size=256, epochs=2.0, lr=0.05)
     assert settings.total_steps(10_000) == 78  # 39 full batches of 256 per epoch, two epochs
-    adjusted = build_method("ghost_bn", {"large_batch": 1024}).adjust_settings(settings, 10_000)
+    adjusted = build_method("ghost_bn", {"large_batch": 1024}).adjust_settings(settings, samples(10_000))
     assert (adjusted.batch_size, adjusted.steps, adjusted.epochs) == (1024, 78, None)
     assert adjusted.lr == pytest.approx(0.1)  # 0.05 * sqrt(1024 / 256)
     assert adjusted.total_steps(10_000) == 78  # as many updates as B_S: about 8 epochs at B_L
     by_steps = build_method("ghost_bn", {"large_batch": 512}).adjust_settings(
-        TrainSettings(batch_size=128, epochs=None, steps=50, lr=0.1), 10_000)
+        TrainSettings(batch_size=128, epochs=None, steps=50, lr=0.1), samples(10_000))
     assert (by_steps.batch_size, by_steps.steps) == (512, 50) and by_steps.lr == pytest.approx(0.2)
     with pytest.raises(ValueError, match="at least"):
-        build_method("ghost_bn", {"large_batch": 128}).adjust_settings(settings, 10_000)
+        build_method("ghost_bn", {"large_batch": 128}).adjust_settings(settings, samples(10_000))
     with pytest.raises(ValueError, match="exceeds"):
-        build_method("ghost_bn", {"large_batch": 20_000}).adjust_settings(settings, 10_000)
+        build_method("ghost_bn", {"large_batch": 20_000}).adjust_settings(settings, samples(10_000))
 
 
 def test_ghost_bn_update_matched_regime_runs_through_the_engine() -> None:
     method = build_method("ghost_bn", {"large_batch": 32, "ghost_batch_size": 8})
     model = method.prepare_model(net(), context())
     assert any(isinstance(m, GhostBatchNorm2d) for m in model.modules())
-    settings = method.adjust_settings(TrainSettings(batch_size=16, epochs=1.0), 64)
+    settings = method.adjust_settings(TrainSettings(batch_size=16, epochs=1.0), context())
     stats = train(model, method, tiny_images(64), settings, num_classes=CLASSES, device=CPU)
     assert (stats.steps, stats.samples_seen) == (4, 4 * 32)  # B_S's 4 updates, each on B_L = 32 images
 

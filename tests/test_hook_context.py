@@ -1,0 +1,131 @@
+"""The hook contract's seams: every hook gets the run's `TrainContext` with its typed fields, and every hook
+sees one model view (the plain model; `training_loss` alone gets the training forward, DDP's wrapper under
+data parallelism, which keeps the workers' gradients in sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from harness import plugins
+from harness.data import ImageArrays, load_split
+from harness.engine import TrainSettings, train
+from harness.jobs import RunSpec, final_run
+from harness.method import (
+    Batch,
+    LossOutput,
+    LRSchedule,
+    Method,
+    MethodInfo,
+    TrainContext,
+    register_method,
+)
+from harness.models import build_model
+from harness.suite import BenchmarkSpec, MethodEntry
+from harness.train_settings import Budget, TrainSpec
+
+plugins.discover_methods()
+HOOKS = ("adjust_settings", "prepare_model", "auxiliary_modules", "lr_schedule", "candidate_batches",
+         "select_batch", "training_loss", "after_step", "finalize")
+
+
+@register_method
+class ContextRecorder(Method):
+    """ERM that records, per hook call, the model it got and the context's fields."""
+
+    info = MethodInfo(name="test_context_recorder", summary="test probe")
+    calls: ClassVar[list[tuple[str, Any, TrainContext]]] = []
+
+    def _record(self, hook: str, model: Any, ctx: TrainContext) -> None:
+        type(self).calls.append((hook, model, ctx))
+
+    def adjust_settings(self, settings: TrainSettings, ctx: TrainContext) -> TrainSettings:
+        self._record("adjust_settings", None, ctx)
+        return settings
+
+    def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
+        self._record("prepare_model", model, ctx)
+        return model
+
+    def auxiliary_modules(self, ctx: TrainContext) -> Sequence[nn.Module]:
+        self._record("auxiliary_modules", None, ctx)
+        return ()
+
+    def lr_schedule(self, default: LRSchedule, ctx: TrainContext) -> LRSchedule:
+        self._record("lr_schedule", None, ctx)
+        return default
+
+    def candidate_batches(self, ctx: TrainContext) -> int:
+        self._record("candidate_batches", None, ctx)
+        return 1
+
+    def select_batch(self, model: nn.Module, candidates: Sequence[Batch], ctx: TrainContext) -> Batch:
+        self._record("select_batch", model, ctx)
+        return candidates[0]
+
+    def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      ctx: TrainContext) -> LossOutput:
+        self._record("training_loss", model, ctx)
+        return super().training_loss(model, images, labels, ctx)
+
+    def after_step(self, model: nn.Module, ctx: TrainContext) -> None:
+        self._record("after_step", model, ctx)
+
+    def finalize(self, model: nn.Module, data: ImageArrays, ctx: TrainContext) -> nn.Module:
+        self._record("finalize", model, ctx)
+        return model
+
+
+def test_every_hook_gets_the_runs_typed_context() -> None:
+    ContextRecorder.calls.clear()
+    bench = BenchmarkSpec(name="digits", dataset="digits", model="tiny_cnn", budget=Budget(steps=3), augment=False,
+                          train=TrainSpec(batch_size=32), tune_val_size=100)
+    final_run(RunSpec(benchmark=bench, method=MethodEntry(name="test_context_recorder"), seed=5,
+                      metrics=("accuracy",)))
+    calls = ContextRecorder.calls
+    assert {hook for hook, _, _ in calls} == set(HOOKS)
+    trained = next(model for hook, model, _ in calls if hook == "prepare_model")
+    for hook, _, ctx in calls:
+        assert (ctx.seed, ctx.input_shape, ctx.teacher_model, ctx.num_classes) == (5, (1, 8, 8), None, 10), hook
+        assert ctx.num_samples == len(load_split("digits", "train")), hook
+        assert ctx.total_steps == 3, hook
+    fresh = calls[0][2].build_model(None)
+    assert type(fresh) is type(trained) and fresh is not trained
+    loop_hooks = [(hook, ctx) for hook, _, ctx in calls if hook in ("select_batch", "training_loss", "after_step")]
+    assert [ctx.step for hook, ctx in loop_hooks if hook == "after_step"] == [0, 1, 2]
+    assert all(ctx.model is trained and ctx.generator is not None for _, ctx in loop_hooks)
+
+
+def _view_worker(rank: int, init_file: str, results: Any) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        ContextRecorder.calls.clear()
+        torch.manual_seed(0)
+        plain = build_model("tiny_cnn", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,))
+        train(DistributedDataParallel(plain), ContextRecorder(), load_split("digits", "train"),
+              TrainSettings(lr=0.05, batch_size=64, steps=3, seed=0), num_classes=10, device=torch.device("cpu"),
+              rank=rank, world_size=2)
+        views = {(hook, isinstance(model, DistributedDataParallel), ctx.model is plain)
+                 for hook, model, ctx in ContextRecorder.calls if model is not None}
+        results[rank] = (views, [p.detach().clone() for p in plain.parameters()])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_hooks_see_the_plain_model_and_training_loss_the_forward_that_syncs_gradients(tmp_path: Any) -> None:
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_view_worker, args=(str(tmp_path / "rendezvous"), results), nprocs=2, join=True)
+        (views, first), (_, second) = results[0], results[1]
+    assert views == {("select_batch", False, True), ("training_loss", True, True), ("after_step", False, True)}
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # different shards, one model
+
