@@ -53,6 +53,13 @@ class Claim:
     baseline: str = "erm"                       # the registered method the claim is measured against
 
 
+Need = Literal["teacher", "task_stream", "unlabelled"]
+"""What a method can require of every benchmark it runs on; the suite check rejects a benchmark without it:
+`teacher`: a declared teacher, which the harness trains and passes as `ctx.teacher` (`benchmarks[i].teacher`);
+`task_stream`: a class-incremental task stream, `ctx.task` and friends (`benchmarks[i].scenario.continual`);
+`unlabelled`: a training split whose labels are mostly hidden (`benchmarks[i].scenario.few_labels`)."""
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     """Who a method is, and what it needs from the harness."""
@@ -60,11 +67,16 @@ class MethodInfo:
     name: str
     summary: str
     paper: str = ""
-    needs_teacher: bool = False   # the harness trains the benchmark's teacher and passes it in ctx
+    needs: tuple[Need, ...] = ()  # what every benchmark must provide (checked when the suite loads)
     modifies_model: bool = False  # `prepare_model` changes the architecture
     stochastic: bool = False      # predictions are random at test time (attacks must use EOT)
     cost_factor: float = 1.0      # rough forward+backward passes per step, relative to ERM
     claim: Claim | None = None    # what its paper claims, re-tested in docs/claims.md
+
+    @property
+    def needs_teacher(self) -> bool:
+        """The harness trains the benchmark's teacher for it and passes it as `ctx.teacher`."""
+        return "teacher" in self.needs
 
 
 class MethodConfig(BaseModel):

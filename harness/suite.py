@@ -36,7 +36,7 @@ from harness.data.scenario_spec import ScenarioSpec
 from harness.errors import SuiteError, UnknownNameError, did_you_mean
 from harness.evaluation import DEFAULT_METRICS, METRICS, EvaluationSettings
 from harness.evaluation.ood import SYNTHETIC_OOD_SETS
-from harness.method import METHODS
+from harness.method import METHODS, MethodInfo
 from harness.models import MODELS
 from harness.plugins import discover_methods
 from harness.protocols import (
@@ -447,10 +447,29 @@ def _check_methods(suite: Suite, source: str | None) -> None:
             raise SuiteError(f"methods[{i}].label", f"duplicate method label '{entry.label}': give each entry a distinct label", source)
         labels.add(entry.label)
         for j, bench in enumerate(suite.benchmarks):
-            if cls.info.needs_teacher and bench.teacher is None:
-                raise SuiteError(f"benchmarks[{j}].teacher",
-                                 f"method '{entry.name}' (methods[{i}]) needs a teacher: declare benchmarks[{j}].teacher "
-                                 "with a model and a budget", source)
+            _check_needs(cls.info, f"method '{entry.name}' (methods[{i}])", j, bench, source)
+
+
+# What each `MethodInfo.needs` entry asks of a benchmark: the key that provides it, whether it does, how to add it.
+_NEEDS: dict[str, tuple[str, typing.Callable[[BenchmarkSpec], bool], str]] = {
+    "teacher": ("teacher", lambda bench: bench.teacher is not None,
+                "needs a teacher: declare {key} with a model and a budget"),
+    "task_stream": ("scenario.continual", lambda bench: bench.scenario is not None and bench.scenario.continual is not None,
+                    "trains on a task stream: declare {key} (e.g. {{tasks: 5}})"),
+    "unlabelled": ("scenario.few_labels", lambda bench: bench.scenario is not None and bench.scenario.few_labels is not None,
+                   "learns from unlabelled images: declare {key} (e.g. {{n_per_class: 10}})"),
+}
+
+
+def _check_needs(info: MethodInfo, who: str, j: int, bench: BenchmarkSpec, source: str | None) -> None:
+    """Each of the method's declared needs must be met by benchmark `j`; else a SuiteError at the missing key."""
+    for need in info.needs:
+        if need not in _NEEDS:
+            raise SuiteError(f"benchmarks[{j}]", f"{who} declares an unknown need '{need}'; known: "
+                             f"{', '.join(sorted(_NEEDS))}", source)
+        key, provided, advice = _NEEDS[need]
+        if not provided(bench):
+            raise SuiteError(f"benchmarks[{j}].{key}", f"{who} " + advice.format(key=f"benchmarks[{j}].{key}"), source)
 
 
 def method_search_space(entry: MethodEntry) -> dict[str, Dimension]:

@@ -66,7 +66,7 @@ class AdversarialFinetuning(Method):
         summary="PGD adversarial fine-tuning of the pre-trained teacher (same architecture), slow-start fast-decay lr.",
         paper="Jeddi, Shafiee, Wong, A Simple Fine-tuning Is All You Need: Towards Robust Deep Learning Via "
               "Adversarial Fine-tuning, arXiv:2012.13628, 2020",
-        needs_teacher=True,
+        needs=("teacher",),
         cost_factor=4.0,  # at the default 3 steps: 3 attack passes + 1 training pass, as pgd_at
         claim=Claim("adversarial fine-tuning with a slow-start, fast-decay lr gives better accuracy and "
                     "robustness than PGD-AT from scratch at 8-10x less compute", metric="test/pgd_linf_accuracy",

@@ -76,7 +76,7 @@ class AdaptiveNoiseInjection(Method):
         summary="Stochastic student from the teacher's weights with batch-adaptive Gaussian activation noise.",
         paper="Tan, Elovici, Binder, Adaptive Noise Injection for Training Stochastic Student Networks from "
               "Deterministic Teachers, 2020",
-        needs_teacher=True,
+        needs=("teacher",),
         modifies_model=True,
         stochastic=True,
         cost_factor=1.1,  # one std and one Gaussian draw per BatchNorm output

@@ -18,7 +18,7 @@ cross-entropy over both), then offers the current batch to the reservoir. The tr
   to `lr_decay_end` and restarts at the next task (replaces the engine's warm-up + cosine).
 
 The catalogue marks these tricks BG (not in the abstract): the descriptions above are our reading.
-Without a task stream it trains as ERM plus replay of the same stream. Each data-parallel worker keeps
+It needs a task stream (a benchmark's `scenario.continual`). Each data-parallel worker keeps
 its own buffer (so bias control would differ between workers: run it with one worker).
 """
 
@@ -113,6 +113,7 @@ class ExperienceReplay(Method):
                 "augmentation, bias control and per-task exponential LR decay.",
         paper="Buzzega, Boschini, Porrello, Calderara, Rethinking Experience Replay: a Bag of Tricks for "
               "Continual Learning, ICPR 2020",
+        needs=("task_stream",),
         cost_factor=2.0,  # the replay batch doubles every forward and backward pass
         claim=Claim("the bag of tricks lifts ER far above plain ER (+51.2 pp on CIFAR-10, +26.9 pp on CIFAR-100, "
                     "buffer 1000); here: final average accuracy above the tuned erm", metric="continual/avg_accuracy"),

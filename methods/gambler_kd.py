@@ -53,7 +53,7 @@ class GamblerKD(Method):
         summary="Label-corrected teacher targets for a deep-gamblers student that can abstain.",
         paper="Xu, Pu, Zhao, Knowledge Distillation with a Precise Teacher and Prediction with Abstention, "
               "ICPR 2020",
-        needs_teacher=True,
+        needs=("teacher",),
         modifies_model=True,
         cost_factor=1.3,  # one no-grad teacher forward per step,
         claim=Claim("knowledge-adjusted KD with gambler abstention: higher prediction accuracy (and lower coverage error)"),

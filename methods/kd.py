@@ -33,7 +33,7 @@ class KnowledgeDistillation(Method):
         name="kd",
         summary="Hinton distillation from the benchmark's teacher (soft targets at temperature T).",
         paper="Hinton, Vinyals, Dean, Distilling the Knowledge in a Neural Network, NeurIPS DL Workshop 2015",
-        needs_teacher=True,
+        needs=("teacher",),
         cost_factor=1.3,
         claim=Claim("a student distilled from a larger teacher beats the same student trained on the labels alone"),
     )

@@ -110,6 +110,7 @@ class MeanTeacher(Method):
         summary="Mean Teacher (EMA teacher, softmax consistency) plus Local Clustering of neighbouring features.",
         paper="Chen, Dutton, Ramachandra, Wu, Vatsavai, Local Clustering with Mean Teacher for Semi-supervised "
               "Learning, ICPR 2020",
+        needs=("unlabelled",),
         cost_factor=2.0,  # a teacher forward per step, the pairwise feature distances, the EMA (~2x on CPU)
         claim=Claim("mean teacher with local clustering beats training on the labelled few (significant gains over MT, no numbers)"),
     )

@@ -50,7 +50,7 @@ class NormalizedKD(Method):
         summary="Normalized KD: match the teacher's target probability and renormalised non-target distribution.",
         paper="Yang et al., From Knowledge Distillation to Self-Knowledge Distillation: A Unified Approach with "
               "Normalized Loss and Customized Soft Labels, ICCV 2023",
-        needs_teacher=True,
+        needs=("teacher",),
         cost_factor=1.3,  # one no-grad teacher forward per step,
         claim=Claim("normalized KD beats plain training (ResNet-18 from ResNet-34 on ImageNet: 69.90% -> 71.96% top-1)"),
     )

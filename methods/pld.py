@@ -52,7 +52,7 @@ class PlackettLuceDistillation(Method):
         name="pld",
         summary="Plackett-Luce distillation: teacher-weighted likelihood of the label-first teacher ranking.",
         paper="Bassam, Zhu, Bian, PLD: A Choice-Theoretic List-Wise Knowledge Distillation, arXiv 2025",
-        needs_teacher=True,
+        needs=("teacher",),
         cost_factor=1.3,  # one no-grad teacher forward per step; the sort is O(K log K) per example,
         claim=Claim("progressive label distillation gives consistent gains over the student trained alone"),
     )

@@ -11,7 +11,7 @@ weight norm equals the old ones'; at the end of task 0 there is nothing to align
 Assumptions: like the paper, training replays a small exemplar memory (`memory_size`, 0 for none); ours is
 a class-balanced reservoir (`methods._replay`) rather than iCaRL's herding, the same memory `er` uses. The
 paper also clips the classifier's weights to be non-negative after each step (`positive_weights`, off by
-default: the catalogue does not list it). Without a task stream it trains as ERM plus replay.
+default: the catalogue does not list it). It needs a task stream (a benchmark's `scenario.continual`).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class WeightAligning(Method):
                 "classes' classifier norms to the old classes' (WA).",
         paper="Zhao, Xiao, Gan, Zhang, Xia, Maintaining Discrimination and Fairness in Class Incremental "
               "Learning, CVPR 2020",
+        needs=("task_stream",),
         cost_factor=2.5,  # the replay doubles the batch; the snapshot adds a forward pass
         claim=Claim("KD plus weight aligning significantly outperforms the state of the art in class-incremental "
                     "learning (no numbers); here: final average accuracy above the tuned erm",

@@ -5,9 +5,11 @@ data parallelism, which keeps the workers' gradients in sync).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -15,8 +17,10 @@ from torch.nn.parallel import DistributedDataParallel
 from harness import plugins
 from harness.data import ImageArrays, load_split
 from harness.engine import TrainSettings, train
+from harness.errors import SuiteError
 from harness.jobs import RunSpec, final_run
 from harness.method import (
+    METHODS,
     Batch,
     LossOutput,
     LRSchedule,
@@ -26,7 +30,7 @@ from harness.method import (
     register_method,
 )
 from harness.models import build_model
-from harness.suite import BenchmarkSpec, MethodEntry
+from harness.suite import BenchmarkSpec, MethodEntry, validate_suite
 from harness.train_settings import Budget, TrainSpec
 
 plugins.discover_methods()
@@ -129,3 +133,34 @@ def test_hooks_see_the_plain_model_and_training_loss_the_forward_that_syncs_grad
     assert views == {("select_batch", False, True), ("training_loss", True, True), ("after_step", False, True)}
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # different shards, one model
 
+
+# ---------------------------------------------------------------- declared needs
+
+PROVIDES = {"teacher": {"teacher": {"model": "tiny_cnn", "budget": {"epochs": 1}}},
+            "task_stream": {"scenario": {"continual": {"tasks": 2}}},
+            "unlabelled": {"scenario": {"few_labels": {"n_per_class": 5}}}}
+KEY = {"teacher": "teacher", "task_stream": "scenario.continual", "unlabelled": "scenario.few_labels"}
+
+
+def suite_providing(method: str, needs: Sequence[str]) -> dict[str, Any]:
+    bench: dict[str, Any] = {"dataset": "digits", "model": "tiny_cnn", "budget": {"epochs": 1}}
+    for need in needs:
+        for key, value in PROVIDES[need].items():
+            bench[key] = {**bench.get(key, {}), **value}
+    return {"name": "needs", "benchmarks": [bench], "methods": [{"name": "erm"}, {"name": method}]}
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).info.needs])
+def test_a_suite_must_provide_what_a_method_needs(name: str) -> None:
+    needs = METHODS.get(name).info.needs
+    assert set(needs) <= set(KEY)
+    validate_suite(suite_providing(name, needs))
+    for missing in needs:
+        with pytest.raises(SuiteError, match=rf"benchmarks\[0\]\.{re.escape(KEY[missing])}"):
+            validate_suite(suite_providing(name, [need for need in needs if need != missing]))
+
+
+def test_the_continual_and_semi_supervised_methods_declare_their_needs() -> None:
+    assert METHODS.get("er").info.needs == METHODS.get("weight_aligning").info.needs == ("task_stream",)
+    assert METHODS.get("mean_teacher").info.needs == ("unlabelled",)
+    assert METHODS.get("kd").info.needs_teacher and not METHODS.get("erm").info.needs

@@ -75,6 +75,14 @@ def _scenario(**scenario: Any) -> Callable[[Raw], None]:
     return _set("benchmarks", 0, "scenario", value=scenario)
 
 
+def _add_method(name: str, **benchmark: Any) -> Callable[[Raw], None]:
+    """Append method `name` to the suite (and change the first benchmark's keys)."""
+    def mutate(raw: Raw) -> None:
+        raw["methods"].append({"name": name})
+        raw["benchmarks"][0].update(benchmark)
+    return mutate
+
+
 BAD_SUITES: dict[str, Bad] = {
     "unknown-top-level-key": Bad("benchmark", "unknown key", _rename("benchmarks", "benchmark"),
                                  suggestion="benchmarks"),
@@ -131,6 +139,14 @@ BAD_SUITES: dict[str, Bad] = {
                                _set("benchmarks", 0, "budget", value={})),
     "kd-without-teacher": Bad("benchmarks[0].teacher", "method 'kd' (methods[2]) needs a teacher",
                               _drop("benchmarks", 0, "teacher")),
+    "mean-teacher-without-few-labels": Bad("benchmarks[0].scenario.few_labels",
+                                           "method 'mean_teacher' (methods[4]) learns from unlabelled images",
+                                           _add_method("mean_teacher")),
+    "er-without-task-stream": Bad("benchmarks[0].scenario.continual", "method 'er' (methods[4]) trains on a task "
+                                  "stream", _add_method("er", scenario={"few_labels": {"n_per_class": 5}})),
+    "weight-aligning-without-task-stream": Bad("benchmarks[0].scenario.continual",
+                                               "method 'weight_aligning' (methods[4]) trains on a task stream",
+                                               _add_method("weight_aligning")),
     "unknown-teacher-model": Bad("benchmarks[0].teacher.model", "unknown model 'wide_cn'",
                                  _set("benchmarks", 0, "teacher", "model", value="wide_cn"), suggestion="wide_cnn"),
     "duplicate-method-labels": Bad("methods[4].label", "duplicate method label 'erm'",
