@@ -183,8 +183,9 @@ def train(
     per_epoch = max(1, num_batches(len(data), local_batch, drop_last=True, world_size=world_size))
     for task, task_data in enumerate(stream.tasks):
         while stats.steps < loop.task_end(task):
-            batches = iterate_batches(task_data, local_batch, device=device, shuffle=True, generator=generator,
-                                      augment=augment, drop_last=True, rank=rank, world_size=world_size)
+            batches = _keeping_unaugmented(iterate_batches(task_data, local_batch, device=device, shuffle=True,
+                                                           generator=generator, drop_last=True, rank=rank,
+                                                           world_size=world_size), augment, generator)
             stats.last_loss = loop.epoch_of(task, batches)
             loop.epoch += 1
             if not math.isfinite(stats.last_loss):
@@ -233,21 +234,25 @@ class _Loop:
                                    task_classes=stream.classes[task],
                                    seen_classes=stream.seen_classes(task) if stream.classes[task] else ())
 
-    def epoch_of(self, task: int, batches: Iterator[Batch]) -> float:
+    def epoch_of(self, task: int, batches: Iterator[tuple[Batch, torch.Tensor]]) -> float:
         """Train on one pass over `batches` (or until the task's steps run out); return the last loss."""
         loss = None
         for candidates in _groups(batches, max(1, self.method.candidate_batches(self.context(task)))):
             if self.stats.steps >= self.task_end(task):
                 break
-            loss = self.step(candidates, self.context(task))
+            loss = self.step([batch for batch, _ in candidates], [clean for _, clean in candidates],
+                             self.context(task))
         if loss is None:
             raise ValueError(f"task {task} has fewer examples ({len(self.stream.tasks[task])}) than one batch "
                              f"per worker ({self.settings.batch_size // self.world_size}); lower the batch size")
         return float(loss)
 
-    def step(self, candidates: list[Batch], ctx: TrainContext) -> torch.Tensor:
+    def step(self, candidates: list[Batch], unaugmented: list[torch.Tensor], ctx: TrainContext) -> torch.Tensor:
         method = self.method
         images, labels = method.select_batch(_inner(self.model), candidates, ctx)
+        picked = next((clean for (batch, _), clean in zip(candidates, unaugmented, strict=True) if batch is images),
+                      None)
+        ctx = dataclasses.replace(ctx, unaugmented=picked)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast_for(self.device):
@@ -282,9 +287,19 @@ def _inner(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def _groups(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+def _keeping_unaugmented(batches: Iterator[Batch], augment: BatchAugment | None,
+                         generator: torch.Generator) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """Each batch, augmented, with its images as they were (what `ctx.unaugmented` shows a method).
+
+    Crop and flip only move pixels, so augmenting the [0, 1] floats gives what augmenting the uint8 images
+    gave, with the same generator draws in the same order."""
+    for images, labels in batches:
+        yield (augment(images, generator) if augment is not None else images, labels), images
+
+
+def _groups(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive groups of `size` batches (the last group may be smaller, never empty)."""
-    group: list[Batch] = []
+    group: list[Any] = []
     for batch in batches:
         group.append(batch)
         if len(group) == size:

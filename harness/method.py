@@ -115,6 +115,13 @@ class TrainContext:
     build_model: ModelBuilder = _no_model_builder  # a fresh untrained model: build_model(None) is the benchmark's
     # -- the step (set by the engine while training)
     model: nn.Module | None = None       # the plain model being trained; None before training starts
+    unaugmented: torch.Tensor | None = None  # the trained batch's images before the benchmark's augmentation
+    # (when select_batch returned one of its candidates, as the default does; else None)
+
+    def unaugmented_images(self, images: torch.Tensor) -> torch.Tensor:
+        """`training_loss`'s `images` as they were before augmentation: `ctx.unaugmented`, which the engine
+        sets (without one, a batch select_batch built or a context built by hand: `images` themselves)."""
+        return self.unaugmented if self.unaugmented is not None else images
 
     def plain_model(self, forward: nn.Module) -> nn.Module:
         """The plain model behind `training_loss`'s `forward` argument: `ctx.model`, which the engine sets

@@ -19,7 +19,7 @@ _FLOOR = 1e-6  # every candidate keeps some chance of eviction, so equal losses 
 
 
 class ReservoirBuffer:
-    """Images (as trained on), labels and last losses of up to `capacity` stream examples; own seeded RNG."""
+    """Images (as the method offers them), labels and last losses of up to `capacity` stream examples; own seeded RNG."""
 
     def __init__(self, capacity: int, *, balanced: bool = False, loss_aware: bool = False) -> None:
         self.capacity, self.balanced, self.loss_aware = capacity, balanced, loss_aware

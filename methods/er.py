@@ -5,10 +5,9 @@ ER keeps a reservoir buffer of past examples (`buffer_size`, held in the method 
 every step trains on the current batch concatenated with a replay batch drawn from the buffer (one mean
 cross-entropy over both), then offers the current batch to the reservoir. The tricks, each a switch:
 
-- independent buffer augmentation: replayed images get their own random crop (zero padding of image
-  size / 8, no flip, which would break digits) each time they are replayed. Assumption: the buffer
-  stores the images as the engine hands them over, so with the benchmark's `augment: true` they are
-  already augmented once;
+- independent buffer augmentation: the buffer stores the images un-augmented (`ctx.unaugmented`), and
+  replayed images get their own random crop (zero padding of image size / 8, no flip, which would break
+  digits) each time they are replayed;
 - balanced reservoir sampling and loss-aware reservoir sampling: eviction rules of `methods._replay`;
   a replayed example's stored loss is refreshed each time it is replayed;
 - bias control: at the end of every task after the first, BiC's correction (Wu et al., CVPR 2019)
@@ -138,7 +137,7 @@ class ExperienceReplay(Method):
                       ctx: TrainContext) -> LossOutput:
         self.buffer.seed(ctx.seed + 1)  # once: the buffer's own generator, never the data order's
         self.buffer.to(images.device)
-        batch = images.shape[0]
+        batch, stream_images = images.shape[0], ctx.unaugmented_images(images)
         slots = None
         if len(self.buffer) > 0:
             slots, replay_images, replay_labels = self.buffer.sample(self.config.replay_batch_size or batch)
@@ -153,7 +152,7 @@ class ExperienceReplay(Method):
             if slots is not None:
                 self.buffer.update_losses(slots, per_example[batch:])
             labelled = labels[:batch] != UNLABELLED
-            self.buffer.add(images[:batch][labelled], labels[:batch][labelled], per_example[:batch][labelled])
+            self.buffer.add(stream_images[labelled], labels[:batch][labelled], per_example[:batch][labelled])
         parts = {"replay_loss": per_example[batch:].mean().detach()} if slots is not None else {}
         return LossOutput(loss, parts=parts, logits=logits[:batch])
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from harness import plugins
-from harness.data import ImageArrays, load_split
+from harness.data import BatchAugment, ImageArrays, load_split
 from harness.engine import TrainSettings, train
 from harness.errors import SuiteError
 from harness.jobs import RunSpec, final_run
@@ -27,6 +27,7 @@ from harness.method import (
     Method,
     MethodInfo,
     TrainContext,
+    build_method,
     register_method,
 )
 from harness.models import build_model
@@ -164,3 +165,56 @@ def test_the_continual_and_semi_supervised_methods_declare_their_needs() -> None
     assert METHODS.get("er").info.needs == METHODS.get("weight_aligning").info.needs == ("task_stream",)
     assert METHODS.get("mean_teacher").info.needs == ("unlabelled",)
     assert METHODS.get("kd").info.needs_teacher and not METHODS.get("erm").info.needs
+
+
+# ---------------------------------------------------------------- un-augmented images
+
+
+class SeesUnaugmented(Method):
+    """ERM that keeps, per step, the augmented batch and `ctx.unaugmented`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+    def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      ctx: TrainContext) -> LossOutput:
+        self.seen.append((images, ctx.unaugmented))
+        return super().training_loss(model, images, labels, ctx)
+
+
+def as_rows(images: torch.Tensor) -> set[bytes]:
+    """Each image as bytes of its uint8 pixels, to test membership in a split."""
+    return {bytes(row) for row in (images * 255).round().to(torch.uint8).flatten(1).numpy()}
+
+
+def digits_model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("tiny_cnn", in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,))
+
+
+def test_a_method_sees_the_batch_before_augmentation() -> None:
+    data, method = load_split("digits", "train"), SeesUnaugmented()
+    train(digits_model(), method, data, TrainSettings(lr=0.05, batch_size=64, steps=4, seed=0), num_classes=10,
+          device=torch.device("cpu"), augment=BatchAugment(crop_padding=2, hflip=False))
+    stored = {bytes(row) for row in data.images.flatten(1).numpy()}
+    assert len(method.seen) == 4
+    for augmented, clean in method.seen:
+        assert clean is not None and clean.shape == augmented.shape
+        assert as_rows(clean) <= stored  # the training split's own images
+        assert not as_rows(augmented) <= stored  # random crops are not
+
+
+def test_without_augmentation_the_unaugmented_view_is_the_batch_itself() -> None:
+    method = SeesUnaugmented()
+    train(digits_model(), method, load_split("digits", "train"), TrainSettings(batch_size=64, steps=2, seed=0),
+          num_classes=10, device=torch.device("cpu"))
+    assert all(clean is augmented for augmented, clean in method.seen)
+
+
+def test_er_replays_from_a_buffer_of_unaugmented_images() -> None:
+    data, method = load_split("digits", "train"), build_method("er", {"buffer_size": 100})
+    train(digits_model(), method, data, TrainSettings(lr=0.05, batch_size=64, steps=4, seed=0), num_classes=10,
+          device=torch.device("cpu"), augment=BatchAugment(crop_padding=2, hflip=False))
+    images, _ = method.buffer.stored()
+    assert len(images) == 100 and as_rows(images) <= {bytes(row) for row in data.images.flatten(1).numpy()}
