@@ -6,7 +6,7 @@ data parallelism, which keeps the workers' gradients in sync).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -39,7 +39,6 @@ HOOKS = ("adjust_settings", "prepare_model", "auxiliary_modules", "lr_schedule",
          "select_batch", "training_loss", "after_step", "finalize")
 
 
-@register_method
 class ContextRecorder(Method):
     """ERM that records, per hook call, the model it got and the context's fields."""
 
@@ -86,7 +85,15 @@ class ContextRecorder(Method):
         return model
 
 
-def test_every_hook_gets_the_runs_typed_context() -> None:
+@pytest.fixture
+def recorder() -> Iterator[None]:
+    """ContextRecorder registered for the test only (the registry-wide contract tests never see it)."""
+    register_method(ContextRecorder)
+    yield
+    METHODS._entries.pop(ContextRecorder.info.name, None)
+
+
+def test_every_hook_gets_the_runs_typed_context(recorder: None) -> None:
     ContextRecorder.calls.clear()
     bench = BenchmarkSpec(name="digits", dataset="digits", model="tiny_cnn", budget=Budget(steps=3), augment=False,
                           train=TrainSpec(batch_size=32), tune_val_size=100)
