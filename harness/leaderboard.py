@@ -3,7 +3,8 @@
 Per benchmark, protocol and method: mean/std/95% CI of every metric over seeds, the rank, the paired
 difference from a baseline with its CI and probability of improvement, how stable the rank is from
 seed to seed, what tuning cost, and the mean corruption error (mCE) against the baseline. The
-statistics themselves live in `harness.statistics`.
+statistics themselves live in `harness.statistics`; which side of a column is better, and whether a
+summary table shows it, is the column's declaration (`harness.columns.column_info`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+import harness.evaluation  # noqa: F401  (registers the built-in metrics, so their columns are declared)
+from harness.columns import Column, declare_columns, higher_is_better, is_detail_metric, summary_metrics
 from harness.protocols import DEFAULT_PROTOCOL, protocol_sort_key
 from harness.statistics import (
     bootstrap_ci,
@@ -31,8 +34,6 @@ __all__ = [
     "with_protocol",
 ]
 
-LOWER_IS_BETTER_MARKERS = ("nll", "ece", "brier", "latency", "flops", "params", "wall_s", "error", "loss",
-                           "aurc", "risk", "fpr", "/rc_", "mce", "forgetting", "memory")
 STATISTICS = ("mean", "std", "ci_low", "ci_high")
 DEFAULT_PRIMARY = "test/accuracy"
 KEYS = ["benchmark", "protocol", "method"]
@@ -46,23 +47,9 @@ TUNING_COLUMNS = ("tuning:trials", "tuning:failed", "tuning:wall_s", "tuning:sam
 # Derived from every method's seed means against the baseline's: one value per method, no spread over seeds.
 CORRUPTION_ERROR_METRICS = ("mce", "relative_mce")
 SEVERITY_COLUMN = re.compile(r"^(?P<split>[^/]+)/c_(?P<family>[a-z0-9_]+)_s(?P<severity>[0-9]+)_accuracy$")
-# Curve points and per-part breakdowns (see harness.evaluation): the dashboard draws them as figures and
-# they stay in the frame, but a summary table shows the aggregates (AUAC, corruption accuracy, mCE, AURC...).
-DETAIL_METRICS = re.compile(
-    r"/adv_[a-z0-9_]+_e[0-9p]+_accuracy$"                 # accuracy-perturbation curve points
-    r"|/c_[a-z0-9_]+_accuracy$"                            # corruption family (x severity) accuracies
-    r"|/corruption_clean_accuracy_subset$"
-    r"|/rel_b[0-9]+_(conf|acc|count)$"                     # reliability-diagram bins
-    r"|/rc_[0-9]+$|/risk_at_cov[0-9]+$|/eaurc$"            # risk-coverage curve and its points
-    r"|/temperature$|/(nll|brier)_ts$"                     # temperature scaling, beside ece_ts
-    r"|/ood_[a-z0-9_]+_(msp|max_logit|energy)_(auroc|fpr95|aupr)$"  # per OOD set and score
-    r"|^latency/cpu_bn_"                                   # the larger-batch latency
-)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric, from its name (`test/accuracy` up, `test/ece` down)."""
-    return not any(marker in metric for marker in LOWER_IS_BETTER_MARKERS)
+declare_columns("leaderboard", [  # derived here, from the seed means of the corruption accuracies
+    Column("{split}/mce", "lower", "ratio"), Column("{split}/relative_mce", "lower", "ratio"),
+])
 
 
 def with_protocol(rows: pd.DataFrame) -> pd.DataFrame:
@@ -70,16 +57,6 @@ def with_protocol(rows: pd.DataFrame) -> pd.DataFrame:
     if "protocol" not in rows:
         return rows.assign(protocol=DEFAULT_PROTOCOL)
     return rows.assign(protocol=rows["protocol"].fillna(DEFAULT_PROTOCOL).astype(str))
-
-
-def is_detail_metric(metric: str) -> bool:
-    """True for curve points and breakdowns that a summary table should leave to the figures."""
-    return DETAIL_METRICS.search(metric) is not None
-
-
-def summary_metrics(metrics: Sequence[str]) -> list[str]:
-    """The metrics a summary table shows: everything but `is_detail_metric`, order kept."""
-    return [metric for metric in metrics if not is_detail_metric(metric)]
 
 
 def metric_columns(rows: pd.DataFrame) -> list[str]:

@@ -3,7 +3,7 @@
 Importing this package registers every built-in metric in `METRICS`; `evaluate` runs a selection.
 """
 
-from harness.evaluation import efficiency_metrics  # noqa: F401  (registers params, flops, latency, ...)
+from harness.evaluation import continual, efficiency_metrics  # noqa: F401  (declare continual/*; register params, ...)
 from harness.evaluation.attacks import (
     default_pgd_step_size,
     expected_prediction,

@@ -8,6 +8,9 @@ Walk for Incremental Learning", ECCV 2018; Rebuffi et al., iCaRL, CVPR 2017):
 - average accuracy        A_T = mean_j a[T-1][j]                      (after the last task)
 - average incremental acc.    = mean_t mean_{j<=t} a[t][j]            (the area under the learning curve)
 - forgetting              F_T = mean_{j<T-1} max_{t<T-1} (a[t][j] - a[T-1][j])
+
+The job of a continual scenario writes these columns beside the metrics' (they need the whole task
+stream, not one trained model); `CONTINUAL_COLUMNS` declares what they mean, as a metric does.
 """
 
 from __future__ import annotations
@@ -15,6 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from harness.columns import Column, declare_columns
+
+CONTINUAL_COLUMNS = (
+    Column("continual/avg_accuracy", "higher", "fraction"),
+    Column("continual/avg_incremental_accuracy", "higher", "fraction"),
+    Column("continual/forgetting", "lower", "fraction"),
+    Column("continual/task{task}_accuracy", "higher", "fraction"),  # after the last task, per task
+)
+declare_columns("continual", CONTINUAL_COLUMNS)
 
 
 def task_accuracies(logits: torch.Tensor, labels: torch.Tensor, task_classes: Sequence[Sequence[int]],

@@ -25,6 +25,7 @@ import zlib
 
 import torch
 
+from harness.columns import Column
 from harness.evaluation.corruptions import CORRUPTION_FAMILIES, SEVERITIES, corrupt
 from harness.evaluation.metrics import (
     EvalCache,
@@ -75,7 +76,8 @@ def corruption_accuracies(inputs: EvalInputs) -> tuple[dict[tuple[str, int], flo
     "corruptions",
     "Accuracy under the 15 CIFAR-10-C corruptions x 5 severities (Hendrycks & Dietterich 2019) on a seeded "
     "class-balanced subset: per family and severity, per family, and the mean corruption accuracy.",
-    *corruption_columns("{split}"),
+    *(Column(column, "higher", "fraction", "summary" if column.endswith("/corruption_accuracy") else "detail")
+      for column in corruption_columns("{split}")),
 )
 def _corruptions(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     accuracies, clean = corruption_accuracies(inputs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.columns import Column
 from harness.evaluation import efficiency
 from harness.evaluation.metrics import EvalCache, EvalInputs, as_float01, metric
 
@@ -38,7 +39,7 @@ def repeated_batch(inputs: EvalInputs, size: int, device: torch.device, dtype: t
     return as_float01(inputs.images[indices], device, dtype)
 
 
-@metric("params", "Number of parameters, trainable and frozen.", "model/params")
+@metric("params", "Number of parameters, trainable and frozen.", Column("model/params", "lower", "count"))
 def _params(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     return {"model/params": float(efficiency.parameter_count(inputs.model))}
 
@@ -46,7 +47,7 @@ def _params(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
 @metric(
     "flops",
     "Forward FLOPs for one image (2 per multiply-add, FlopCounterMode).",
-    "model/fwd_flops_2xmac_per_image",
+    Column("model/fwd_flops_2xmac_per_image", "lower", "FLOPs"),
 )
 def _flops(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     flops = efficiency.forward_flops(inputs.model, tuple(inputs.images.shape[1:]))
@@ -57,9 +58,11 @@ def _flops(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     "latency",
     "CPU forward latency at batch 1 and at batch `latency_batch` after warm-up: median and p95 over timed "
     "calls, with threads, warm-up, iterations, device and dtype.",
-    "latency/cpu_b1_median_ms", "latency/cpu_b1_p95_ms", "latency/cpu_bn_median_ms", "latency/cpu_bn_p95_ms",
-    "latency/batch_n", "latency/threads", "latency/warmup", "latency/iters", "latency/device_code",
-    "latency/dtype_code",
+    Column("latency/cpu_b1_median_ms", "lower", "ms"), Column("latency/cpu_b1_p95_ms", "lower", "ms"),
+    Column("latency/cpu_bn_median_ms", "lower", "ms", "detail"), Column("latency/cpu_bn_p95_ms", "lower", "ms", "detail"),
+    # the conditions of the measurement have no better side; "lower" is how the dashboards always showed them
+    *(Column(f"latency/{name}", "lower", "count") for name in ("batch_n", "threads", "warmup", "iters")),
+    Column("latency/device_code", "lower", "code"), Column("latency/dtype_code", "lower", "code"),
 )  # fmt: skip
 def _latency(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     settings, cpu = inputs.settings, torch.device("cpu")
@@ -86,8 +89,9 @@ def _latency(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
 @metric(
     "throughput",
     "Forward images per second on the evaluation device at `throughput_batch`, with the conditions.",
-    "throughput/images_per_s", "throughput/batch_size", "throughput/warmup", "throughput/iters",
-    "throughput/threads", "throughput/device_code", "throughput/dtype_code",
+    Column("throughput/images_per_s", "higher", "images/s"),
+    *(Column(f"throughput/{name}", "higher", "count") for name in ("batch_size", "warmup", "iters", "threads")),
+    Column("throughput/device_code", "higher", "code"), Column("throughput/dtype_code", "higher", "code"),
 )  # fmt: skip
 def _throughput(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     batch_size, dtype = inputs.settings.throughput_batch, efficiency.model_float_dtype(inputs.model)
@@ -108,7 +112,8 @@ def _throughput(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     "memory",
     "Peak memory one forward pass of the throughput batch adds on the evaluation device: CUDA allocator "
     "peak growth on GPU, peak resident-set growth on CPU (memory/kind_code says which; NaN if unavailable).",
-    "memory/peak_bytes", "memory/kind_code", "memory/batch_size",
+    Column("memory/peak_bytes", "lower", "bytes"), Column("memory/kind_code", "lower", "code"),
+    Column("memory/batch_size", "lower", "count"),
 )  # fmt: skip
 def _memory(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     batch_size = inputs.settings.throughput_batch
@@ -126,7 +131,8 @@ def _memory(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     "What pruning and quantisation saved: nonzero parameters, the fraction of zero conv/linear weights, "
     "forward FLOPs per image with each conv/linear layer scaled by its weight density (an ideal sparse "
     "kernel), and the bytes of the nonzero conv/linear weights at each layer's `weight_bits` (default 32).",
-    "model/nonzero_params", "model/sparsity", "model/sparse_flops", "model/weight_bytes",
+    Column("model/nonzero_params", "lower", "count"), Column("model/sparsity", "higher", "fraction"),
+    Column("model/sparse_flops", "lower", "FLOPs"), Column("model/weight_bytes", "lower", "bytes"),
 )  # fmt: skip
 def _compression(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     model = inputs.model

@@ -21,6 +21,7 @@ import pydantic
 import torch
 from pydantic import Field
 
+from harness.columns import Column, declare_columns
 from harness.evaluation import calibration, efficiency
 from harness.evaluation.attacks import default_pgd_step_size, pgd_linf
 from harness.registry import Registry
@@ -345,12 +346,19 @@ def _placeholders(column: str) -> list[str]:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A registered metric: suites select it by `name`; it produces exactly `columns`."""
+    """A registered metric: suites select it by `name`; it produces exactly `columns`, whose meaning
+    (direction, unit, summary or detail) `declarations` give, one per column template."""
 
     name: str  # selection name used in suites, e.g. "accuracy"
     summary: str
     fn: Callable[[EvalInputs, EvalCache], dict[str, float]]
-    columns: tuple[str, ...] = ()  # column names, "{split}" is replaced by EvalInputs.split
+    declarations: tuple[Column, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Column templates; "{split}" is replaced by EvalInputs.split."""
+        return tuple(column.template for column in self.declarations)
+
     # (placeholder, settings field): "{placeholder}" expands to one column per element of that
     # tuple-valued EvaluationSettings field, e.g. ("ood_set", "ood_sets")
     expand: tuple[tuple[str, str], ...] = ()
@@ -373,37 +381,43 @@ METRICS: Registry[MetricSpec] = Registry("metric")
 
 
 def metric(
-    name: str, summary: str, *columns: str, expand: Mapping[str, str] | None = None
+    name: str, summary: str, *columns: Column, expand: Mapping[str, str] | None = None
 ) -> Callable[[Callable], Callable]:
     """Decorator registering `fn(inputs, cache) -> {column: value}` as metric `name`.
+
+    Each column is declared with its meaning (`harness.columns.Column`: template, which side is better,
+    unit, summary or detail), so the leaderboard and the dashboards never guess it from the name.
 
     `expand` maps a column placeholder to the EvaluationSettings tuple it ranges over, for metrics
     whose columns depend on the settings (one group per OOD set).
     """
     expansion = tuple((expand or {}).items())
     for column in columns:
-        if not set(_placeholders(column)) <= {placeholder for placeholder, _ in expansion}:
+        if not isinstance(column, Column):
+            raise TypeError(f"metric '{name}': declare each column as harness.columns.Column, got {column!r}")
+        if not set(_placeholders(column.template)) <= {placeholder for placeholder, _ in expansion}:
             raise ValueError(f"metric '{name}': column {column!r} has a placeholder missing from expand")
 
     def register(fn: Callable[[EvalInputs, EvalCache], dict[str, float]]) -> Callable:
-        METRICS.add(name, MetricSpec(name=name, summary=summary, fn=fn, columns=columns, expand=expansion))
+        METRICS.add(name, MetricSpec(name=name, summary=summary, fn=fn, declarations=columns, expand=expansion))
+        declare_columns(name, columns)
         return fn
 
     return register
 
 
-@metric("accuracy", "Top-1 accuracy on the clean test images.", "{split}/accuracy")
+@metric("accuracy", "Top-1 accuracy on the clean test images.", Column("{split}/accuracy", "higher", "fraction"))
 def _accuracy(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     correct = cache.class_logits().argmax(dim=1) == inputs.labels
     return {f"{inputs.split}/accuracy": correct.double().mean().item()}
 
 
-@metric("nll", "Mean cross-entropy (nats) on the clean test images.", "{split}/nll")
+@metric("nll", "Mean cross-entropy (nats) on the clean test images.", Column("{split}/nll", "lower", "nats"))
 def _nll(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     return {f"{inputs.split}/nll": calibration.negative_log_likelihood(cache.class_logits(), inputs.labels)}
 
 
-@metric("ece", "Top-label expected calibration error, equal-width confidence bins.", "{split}/ece")
+@metric("ece", "Top-label expected calibration error, equal-width confidence bins.", Column("{split}/ece", "lower", "fraction"))
 def _ece(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     value = calibration.expected_calibration_error(
         cache.class_logits(), inputs.labels, inputs.settings.ece_bins
@@ -411,7 +425,7 @@ def _ece(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     return {f"{inputs.split}/ece": value}
 
 
-@metric("brier", "Multi-class Brier score on the clean test images.", "{split}/brier")
+@metric("brier", "Multi-class Brier score on the clean test images.", Column("{split}/brier", "lower", "score"))
 def _brier(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     return {f"{inputs.split}/brier": calibration.brier_score(cache.class_logits(), inputs.labels)}
 
@@ -420,7 +434,10 @@ def _brier(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     "temperature_scaling",
     "Temperature scaling (Guo et al. 2017): T fitted by NLL on the held-out validation images, then ECE, NLL "
     "and Brier of the test logits divided by T; NaN when the run supplies no validation data.",
-    "{split}/temperature", "{split}/ece_ts", "{split}/nll_ts", "{split}/brier_ts",
+    Column("{split}/temperature", "higher", "temperature", "detail"),
+    Column("{split}/ece_ts", "lower", "fraction"),
+    Column("{split}/nll_ts", "lower", "nats", "detail"),
+    Column("{split}/brier_ts", "lower", "score", "detail"),
 )  # fmt: skip
 def _temperature_scaling(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     names = ("temperature", "ece_ts", "nll_ts", "brier_ts")
@@ -445,7 +462,8 @@ RELIABILITY_BINS = 15  # fixed, unlike ece_bins, so the dashboard's columns do n
     "reliability",
     f"Reliability diagram: mean confidence, accuracy and count in {RELIABILITY_BINS} equal-width confidence "
     "bins of the clean test logits (confidence and accuracy NaN in empty bins).",
-    *(f"{{split}}/rel_b{i}_{part}" for i in range(RELIABILITY_BINS) for part in ("conf", "acc", "count")),
+    *(Column(f"{{split}}/rel_b{i}_{part}", "higher", unit, "detail") for i in range(RELIABILITY_BINS)
+      for part, unit in (("conf", "fraction"), ("acc", "fraction"), ("count", "count"))),
 )  # fmt: skip
 def _reliability(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     bins = calibration.reliability_bins(cache.class_logits(), inputs.labels, RELIABILITY_BINS)
@@ -458,7 +476,7 @@ def _reliability(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
 @metric(
     "gaussian_noise",
     "Accuracy under additive Gaussian noise (seeded, clipped to [0,1]).",
-    "{split}/gaussian_noise_accuracy",
+    Column("{split}/gaussian_noise_accuracy", "higher", "fraction"),
 )
 def _gaussian_noise(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     generator, std = seeded_generator(inputs.settings.seed, stream=2), inputs.settings.noise_std
@@ -475,8 +493,8 @@ def _gaussian_noise(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     "pgd_linf",
     "Robust accuracy under L-inf PGD with random start on a seeded class-balanced subset "
     "(an example counts as robust only if it is also correct when clean).",
-    "{split}/pgd_linf_accuracy",
-    "{split}/pgd_linf_clean_accuracy_subset",
+    Column("{split}/pgd_linf_accuracy", "higher", "fraction"),
+    Column("{split}/pgd_linf_clean_accuracy_subset", "higher", "fraction"),
 )
 def _pgd_linf(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     settings, model = inputs.settings, class_model(inputs)

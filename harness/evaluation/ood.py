@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from harness.columns import Column
 from harness.evaluation.metrics import EvalCache, EvalInputs, metric, seeded_generator
 from harness.evaluation.selective import class_and_abstain_logits
 
@@ -149,8 +150,9 @@ def _ood_images(inputs: EvalInputs, name: str) -> torch.Tensor:
     "ood",
     "OOD detection of each evaluation.ood_sets set against the test images by MSP, max logit and negative "
     "energy: AUROC, FPR at 95% TPR and AUPR-In (in-distribution positive); ood_auroc_mean averages MSP AUROC.",
-    *(f"{{split}}/ood_{{ood_set}}_{score}_{stat}" for score in SCORES for stat in DETECTION_METRICS),
-    "{split}/ood_auroc_mean",
+    *(Column(f"{{split}}/ood_{{ood_set}}_{score}_{stat}", "lower" if stat == "fpr95" else "higher", "fraction",
+             "detail") for score in SCORES for stat in DETECTION_METRICS),
+    Column("{split}/ood_auroc_mean", "higher", "fraction"),
     expand={"ood_set": "ood_sets"},
 )  # fmt: skip
 def _ood(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:

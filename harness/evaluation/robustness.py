@@ -26,6 +26,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from harness.columns import Column
 from harness.evaluation.attacks import default_pgd_step_size, expected_prediction, fgsm_linf, pgd_l2, pgd_linf
 from harness.evaluation.metrics import (
     EvalCache,
@@ -148,9 +149,11 @@ def accuracy_curves(inputs: EvalInputs) -> dict[str, list[float]]:
     "Accuracy-perturbation curves (FGSM-L-inf, PGD-L-inf, PGD-L2 over the linf_epsilons / l2_epsilons grids, "
     "pgd_steps steps, seeded random starts, EOT for stochastic models) on a seeded class-balanced subset, "
     "and per attack the normalised area under the curve (AUAC).",
-    *(f"{{split}}/adv_{attack}_e{{linf_eps}}_accuracy" for attack, norm in ATTACKS.items() if norm == "linf"),
-    *(f"{{split}}/adv_{attack}_e{{l2_eps}}_accuracy" for attack, norm in ATTACKS.items() if norm == "l2"),
-    *(f"{{split}}/adv_{attack}_auac" for attack in ATTACKS),
+    *(Column(f"{{split}}/adv_{attack}_e{{linf_eps}}_accuracy", "higher", "fraction", "detail")
+      for attack, norm in ATTACKS.items() if norm == "linf"),
+    *(Column(f"{{split}}/adv_{attack}_e{{l2_eps}}_accuracy", "higher", "fraction", "detail")
+      for attack, norm in ATTACKS.items() if norm == "l2"),
+    *(Column(f"{{split}}/adv_{attack}_auac", "higher", "fraction") for attack in ATTACKS),
     expand={"linf_eps": "linf_epsilon_labels", "l2_eps": "l2_epsilon_labels"},
 )  # fmt: skip
 def _robustness_curve(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
@@ -180,7 +183,7 @@ def _import_torchattacks() -> ModuleType:
     "Robust accuracy under standard L-inf AutoAttack (Croce & Hein 2020: APGD-CE, APGD-T, FAB-T, Square; the "
     "'rand' version with EOT for stochastic models) at autoattack_epsilon on a seeded class-balanced subset. "
     f"Needs torchattacks: {TORCHATTACKS_INSTALL}.",
-    "{split}/autoattack_linf_accuracy",
+    Column("{split}/autoattack_linf_accuracy", "higher", "fraction"),
 )
 def _autoattack(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     torchattacks = _import_torchattacks()

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from harness.columns import Column
 from harness.evaluation.metrics import EvalCache, EvalInputs, metric
 
 COVERAGES = (1.0, 0.95, 0.9, 0.8)  # fixed selective-risk columns, as reported in P7 of the catalogue
@@ -108,9 +109,10 @@ def _coverage_label(coverage: float) -> str:
     "selective",
     "Selective classification from the max softmax probability (or 1 - P(abstain) for K+1 logits): AURC, "
     "E-AURC, risk at 100/95/90/80% coverage and a 20-point risk-coverage curve.",
-    "{split}/aurc", "{split}/eaurc",
-    *(f"{{split}}/risk_at_cov{_coverage_label(coverage)}" for coverage in COVERAGES),
-    *(f"{{split}}/rc_{i:02d}" for i in range(CURVE_POINTS)),
+    Column("{split}/aurc", "lower", "fraction"), Column("{split}/eaurc", "lower", "fraction", "detail"),
+    *(Column(f"{{split}}/risk_at_cov{_coverage_label(coverage)}", "lower", "fraction", "detail")
+      for coverage in COVERAGES),
+    *(Column(f"{{split}}/rc_{i:02d}", "lower", "fraction", "detail") for i in range(CURVE_POINTS)),
 )  # fmt: skip
 def _selective(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     confidence, prediction = confidence_and_prediction(cache.clean_logits(), inputs.num_classes)
