@@ -205,6 +205,8 @@ def _omit_defaults(model: BaseModel, data: dict[str, Any], **defaults: Any) -> d
 
 
 def _known_metric(name: str) -> str:
+    if name not in METRICS:
+        discover_methods()  # a plugin's metric is known once its module is imported (validation may run first)
     if name not in METRICS:  # a ValueError, so the error carries its path `evaluation.metrics[i]`
         raise ValueError(str(UnknownNameError("metric", name, METRICS.names())))
     return name
