@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.compute import ComputeMeter, module_attributes
 from harness.data import BatchAugment, ImageArrays, iterate_batches, num_batches
 from harness.data.tasks import TaskStream
 from harness.method import Batch, Method, TrainContext
@@ -29,6 +30,7 @@ class TrainStats:
     wall_s: float = 0.0
     last_loss: float = float("nan")
     resumed_from_epoch: int = -1  # the epoch a checkpoint restored, or -1 for an uninterrupted run
+    flops: float = 0.0  # training FLOPs of every worker, counted from the passes that ran (`harness.compute`)
     task_results: list[Any] = dataclasses.field(default_factory=list)  # on_task_end's value per finished task
 
 
@@ -177,6 +179,15 @@ def train(
         loop.stats, loop.epoch = restore_engine_state(checkpointing.resume, model, optimizer, schedule, generator,
                                                       method, auxiliary)
         loop.stats.resumed_from_epoch = loop.epoch
+    return _run_loop(loop, data, rank, augment, on_epoch_end, on_task_end, checkpointing)
+
+
+def _run_loop(loop: _Loop, data: ImageArrays | TaskStream, rank: int, augment: BatchAugment | None,
+              on_epoch_end: EpochCallback | None, on_task_end: TaskEndCallback | None,
+              checkpointing: Checkpointing | None) -> TrainStats:
+    """`train`'s epochs over the tasks, with its callbacks and checkpoints."""
+    model, method, settings, generator, device = loop.model, loop.method, loop.settings, loop.generator, loop.device
+    stream, total, world_size = loop.stream, loop.total, loop.world_size
     stats = loop.stats
     start = time.perf_counter() - stats.wall_s
     local_batch = settings.batch_size // world_size
@@ -198,8 +209,8 @@ def train(
                 model.eval()
                 return stats
             if checkpointing is not None and stats.steps < total and loop.epoch % checkpointing.every_epochs == 0:
-                checkpointing.save(engine_state(model, optimizer, schedule, generator, stats, loop.epoch, method,
-                                                auxiliary))
+                checkpointing.save(engine_state(model, loop.optimizer, loop.schedule, generator, stats, loop.epoch,
+                                                method, loop.auxiliary))
     stats.wall_s = time.perf_counter() - start
     model.eval()
     return stats
@@ -223,6 +234,12 @@ class _Loop:
     run: TrainContext  # the run's context; each step's is this one with the step's fields set
     stats: TrainStats = dataclasses.field(default_factory=TrainStats)
     epoch: int = 0
+    meter: ComputeMeter = dataclasses.field(default_factory=ComputeMeter)
+
+    def metered(self) -> ComputeMeter:
+        """The meter, watching every module the method may run now (it may have built one since)."""
+        self.meter.watch([_inner(self.model), self.run.teacher, *self.auxiliary, *module_attributes(self.method)])
+        return self.meter
 
     def task_end(self, task: int) -> int:
         """The step count at which `task` ends: the budget is shared equally between the tasks."""
@@ -248,6 +265,12 @@ class _Loop:
         return float(loss)
 
     def step(self, candidates: list[Batch], unaugmented: list[torch.Tensor], ctx: TrainContext) -> torch.Tensor:
+        with self.metered().counting():
+            loss = self._step(candidates, unaugmented, ctx)
+        self.stats.flops += self.meter.take() * self.world_size
+        return loss
+
+    def _step(self, candidates: list[Batch], unaugmented: list[torch.Tensor], ctx: TrainContext) -> torch.Tensor:
         method = self.method
         images, labels = method.select_batch(_inner(self.model), candidates, ctx)
         picked = next((clean for (batch, _), clean in zip(candidates, unaugmented, strict=True) if batch is images),
@@ -273,8 +296,10 @@ class _Loop:
 
     def end_task(self, task: int, on_task_end: TaskEndCallback | None) -> None:
         """The method's task-end hook, then the caller's (its value is kept in `stats.task_results`)."""
-        with torch.no_grad():
+        with torch.no_grad(), self.metered().counting():
             self.method.on_task_end(_inner(self.model), self.context(task))
+        self.stats.flops += self.meter.take() * self.world_size
+        with torch.no_grad():
             if self.world_size > 1:
                 _broadcast_from_rank0(_inner(self.model))  # a hook's change (an aligned head) must not drift
         if on_task_end is not None:

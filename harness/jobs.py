@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from harness.audit import AuditRecord
+from harness.compute import ComputeMeter
 from harness.data import BatchAugment, DataAccess, DatasetInfo, ImageArrays, sealed_test_split
 from harness.data.sources import audit_record, training_window
 from harness.data.tasks import TaskStream, class_incremental
@@ -102,7 +103,7 @@ class Trained:
 
     model: nn.Module
     stats: TrainStats
-    flops_per_sample: float  # training FLOPs per example, measured on the model as trained
+    flops: float  # training FLOPs counted from what ran: prepare_model's passes and the loop's (`harness.compute`)
 
 
 def training_stream(bench: BenchmarkSpec, data: ImageArrays, info: DatasetInfo) -> ImageArrays | TaskStream:
@@ -146,21 +147,31 @@ def _train_and_finalize(spec: RunSpec, data: ImageArrays, info: DatasetInfo, bud
     total = settings.total_steps(len(data), world_size)
     ctx = dataclasses.replace(ctx, total_steps=total)
     torch.manual_seed(spec.seed)
-    model = method.prepare_model(build_for(spec.benchmark, info), ctx).to(device)
+    model, prepare_flops = _prepared(method, build_for(spec.benchmark, info), ctx)
+    prepare_flops *= world_size  # every worker prepares its copy
+    model = model.to(device)
     done = dataclasses.replace(ctx, step=total, model=model)
 
     def scored(epoch: int, stats: TrainStats, trained: nn.Module) -> bool | None:
         assert on_epoch_end is not None
         if stats.steps >= total and _overrides(method, "finalize"):
             trained = method.finalize(copy.deepcopy(model), data, done)
-        return on_epoch_end(epoch, stats, trained)
+        return on_epoch_end(epoch, dataclasses.replace(stats, flops=prepare_flops + stats.flops), trained)
 
     stats = train(wrap_model(model) if wrap_model else model, method, training_stream(spec.benchmark, data, info),
                   settings, num_classes=info.num_classes, augment=augment_for(spec.benchmark, info), device=device,
                   context=ctx, on_epoch_end=scored if on_epoch_end else None, on_task_end=on_task_end,
                   rank=rank, world_size=world_size, checkpointing=checkpointing)
-    flops = training_flops(spec, model, info, 1)
-    return Trained(method.finalize(model, data, done).eval(), stats, flops)
+    return Trained(method.finalize(model, data, done).eval(), stats, prepare_flops + stats.flops)
+
+
+def _prepared(method: Method, model: nn.Module, ctx: TrainContext) -> tuple[nn.Module, float]:
+    """`prepare_model`'s model and the FLOPs it spent on the model and teacher (a pre-training)."""
+    meter = ComputeMeter()
+    meter.watch([model, ctx.teacher])
+    with meter.counting():
+        prepared = method.prepare_model(model, ctx)
+    return prepared, meter.take()
 
 
 def run_context(spec: RunSpec, info: DatasetInfo, device: torch.device, teacher: nn.Module | None, *,
@@ -201,15 +212,11 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
         train_data, val_data = access.split(data.train_split), access.split(data.score_split)
         teacher = load_teacher(bench, access.info, teacher_state, device)
 
-        flops_per_sample: list[float] = []
-
         def on_epoch_end(epoch: int, stats: TrainStats, model: nn.Module) -> None:
             score = accuracy(model, val_data, device=device, num_classes=access.info.num_classes)
-            if not flops_per_sample:  # measured at the first epoch, on the model being trained
-                flops_per_sample.append(training_flops(spec, model, access.info, 1))
             record.raise_if_broken()  # a refused read the method caught must not score
             report({"val/accuracy": score, "train/samples_seen": float(stats.samples_seen),
-                    "train/flops": flops_per_sample[0] * stats.samples_seen,
+                    "train/flops": stats.flops,
                     "train/steps": float(stats.steps), "train/wall_s": stats.wall_s, "epoch": float(epoch),
                     "splits_read": ",".join(access.splits_read), **audit_columns(record)})
 
@@ -297,7 +304,7 @@ def _final_run(spec: RunSpec, teacher_state: bytes | None, rank: int, world_size
                               "train/resumed_from_epoch": float(stats.resumed_from_epoch),
                               "train/wall_s": stats.wall_s, "train/epochs": stats.epochs_completed,
                               "train/final_loss": stats.last_loss,
-                              "train/flops": trained.flops_per_sample * stats.samples_seen}
+                              "train/flops": trained.flops}
     if access.scenario_record:
         result["scenario_record"] = json.dumps(access.scenario_record, sort_keys=True)
     if continual:
@@ -350,12 +357,3 @@ def ood_datasets(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
     from harness.data import DATASETS, load_split
 
     return {name: load_split(name, "test").images for name in names if name in DATASETS}
-
-
-def training_flops(spec: RunSpec, model: nn.Module, info: DatasetInfo, samples_seen: int) -> float:
-    """Estimated training FLOPs: samples seen x 3 forward passes (one forward, a backward of twice its cost)
-    x the method's declared cost factor (extra passes of attacks, teachers, ...). FLOPs = 2 x multiply-adds."""
-    from harness.evaluation import forward_flops
-
-    per_image = forward_flops(model, (info.channels, info.image_size, info.image_size))
-    return float(per_image) * 3.0 * float(samples_seen) * method_info(spec).cost_factor

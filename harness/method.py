@@ -70,7 +70,8 @@ class MethodInfo:
     needs: tuple[Need, ...] = ()  # what every benchmark must provide (checked when the suite loads)
     modifies_model: bool = False  # `prepare_model` changes the architecture
     stochastic: bool = False      # predictions are random at test time (attacks must use EOT)
-    cost_factor: float = 1.0      # rough forward+backward passes per step, relative to ERM
+    cost_factor: float = 1.0      # rough cost per step relative to ERM: a scheduling hint only (costly cells
+    #                               start first); the run's FLOPs are counted from the passes that ran
     claim: Claim | None = None    # what its paper claims, re-tested in docs/claims.md
 
     @property

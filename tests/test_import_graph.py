@@ -43,7 +43,7 @@ KNOWN_LOCAL_IMPORTS: dict[str, frozenset[str]] = {
         {"harness.evaluation.corruptions", "harness.evaluation.robustness"}
     ),
     "harness.final_runs": frozenset({"harness.provenance"}),
-    "harness.jobs": frozenset({"harness.data", "harness.evaluation", "harness.method", "harness.plugins"}),
+    "harness.jobs": frozenset({"harness.data", "harness.method", "harness.plugins"}),
     "harness.method": frozenset({"harness.plugins"}),
     "harness.plan": frozenset({"harness.jobs", "harness.tuning"}),
     "harness.protocols": frozenset({"harness.data"}),
