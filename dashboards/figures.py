@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 import plotly.graph_objects as go
 
-from harness.leaderboard import higher_is_better
+from harness.columns import higher_is_better
 
 TUNE_OBJECTIVE = "val/accuracy"
 PRIMARY = "<primary>"  # placeholder in a FigureSpec: the benchmark's primary metric

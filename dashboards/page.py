@@ -33,12 +33,12 @@ from dashboards.figures import (
 )
 from dashboards.protocols import protocol_class, protocol_gap_section
 from dashboards.table import esc, leaderboard_table, table_metrics
+from harness.columns import summary_metrics
 from harness.errors import HarnessInputError
 from harness.leaderboard import (
     CORRUPTION_ERROR_METRICS,
     leaderboard,
     metric_columns,
-    summary_metrics,
     with_protocol,
 )
 from harness.protocols import DEFAULT_PROTOCOL, protocol_caveat, protocol_label, protocol_sort_key

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from harness.leaderboard import CORRUPTION_ERROR_METRICS, higher_is_better
+from harness.columns import column_info, higher_is_better
+from harness.leaderboard import CORRUPTION_ERROR_METRICS
 from harness.protocols import DEFAULT_PROTOCOL
 
 METRIC_GROUP_ORDER = ("test", "model", "latency", "throughput", "memory", "train")
@@ -232,10 +233,12 @@ def leaderboard_table(
     heads = []
     for metric in metrics:
         group, _, name = metric.partition("/")
-        arrow, direction = ("↑", "higher") if higher_is_better(metric) else ("↓", "lower")
+        info = column_info(metric)
+        arrow, direction = ("↑", "higher") if info.higher_is_better else ("↓", "lower")
+        unit = f" ({info.unit})" if info.unit else ""
         css = "num primary" if metric == primary else "num"
         heads.append(
-            f'<th class="{css}" scope="col" title="{esc(metric)}: {direction} is better">'
+            f'<th class="{css}" scope="col" title="{esc(metric)}: {direction} is better{esc(unit)}">'
             f"{esc(group)}/<br>{esc(name)} {arrow}</th>"
         )
     flags = extra_columns(board, baseline)

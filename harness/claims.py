@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from harness.leaderboard import higher_is_better, phase_rows, seed_scores
+from harness.columns import higher_is_better
+from harness.leaderboard import phase_rows, seed_scores
 from harness.method import Claim
 from harness.protocols import DEFAULT_PROTOCOL
 from harness.statistics import bootstrap_ci, paired_difference

@@ -15,7 +15,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from harness.leaderboard import higher_is_better, phase_rows
+from harness.columns import higher_is_better
+from harness.leaderboard import phase_rows
 from harness.protocols import protocol_label, protocol_sort_key
 from harness.statistics import kendall_tau
 
