@@ -67,6 +67,19 @@ def test_judge_claims_gives_each_verdict_from_rows_alone() -> None:
     assert [(record.method, record.verdict, record.suite) for record in missing] == [("unrun", "not run", "")]
 
 
+def test_judge_claims_takes_direction_from_the_column_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`test/spread` reads as higher-is-better by name; declared lower, a drop is a gain."""
+    import harness.columns
+
+    monkeypatch.setattr(harness.columns, "_DECLARED", dict(harness.columns._DECLARED))  # undone after the test
+    rows = pd.DataFrame(final_rows({"erm": (0.0, 0.0, 0.0), "up": (-0.02, -0.03, -0.025)})).rename(
+        columns={"test/accuracy": "test/spread"})
+    claims = {"up": Claim("spreads less", metric="test/spread")}
+    assert judge_claims(rows, SUITE, claims, {})[0].verdict == "contradicted"  # undeclared: the name's guess
+    harness.columns.declare_columns("test_claims", [harness.columns.Column("{split}/spread", "lower", "fraction")])
+    assert judge_claims(rows, SUITE, claims, {})[0].verdict == "holds"
+
+
 def test_judge_claims_counts_seeds_at_chance_only_for_known_datasets() -> None:
     rows = pd.DataFrame(final_rows({"erm": (0.3, 0.3, 0.3), "up": (-0.39, 0.35, 0.36)}))  # seed 0 at 11%
     assert judge_claims(rows, SUITE, CLAIMS, {"ten": 10})[0].at_chance == 1
