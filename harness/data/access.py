@@ -3,8 +3,9 @@
 A tuning-phase handle can reach only `tune_train` and `tune_val`, carved out of the train split,
 so nothing a tuner does can see the test set; a final-phase handle gets `train` and `test`.
 Each handle records which splits it handed out, so a run's record can prove it. The `oracle` phase,
-which exists only to measure how much tuning on the test set inflates results, pairs tune_train
-with a class-balanced sample of the test split as large as tune_val.
+which exists only for the oracle protocol (`harness.protocols.Oracle`: how much tuning on the test set
+inflates results), pairs tune_train with a class-balanced sample of the test split as large as tune_val.
+Which phase and splits a protocol's tuning trials use is the protocol's to say (`TuningData`).
 
 A benchmark's scenario (label noise, imbalance, few data) changes only the phase's training split,
 `tune_train` or `train`; `tune_val` and `test` are never touched, so held-out data stays clean and
@@ -29,6 +30,8 @@ PHASE_SPLITS: dict[str, tuple[str, ...]] = {"tune": ("tune_train", "tune_val"), 
                                             "final": ("train", "test", "calibration")}
 # the only split a scenario changes
 TRAINING_SPLIT: dict[str, str] = {"tune": "tune_train", "oracle": "tune_train", "final": "train"}
+# the phases that train on a carve of the train split (tune_train), as tuning trials do
+TUNING_PHASES = frozenset(phase for phase, split in TRAINING_SPLIT.items() if split == "tune_train")
 
 _train_cache: dict[str, ImageArrays] = {}  # train splits by dataset; a test split is never kept
 
@@ -119,7 +122,7 @@ class DataAccess:
             )
         if self.phase == "oracle" and name == "test":
             arrays = self._oracle_test_split()
-        elif self.phase in ("tune", "oracle"):
+        elif self.phase in TUNING_PHASES:
             arrays = self._tune_split(name)
         elif name == "train":
             arrays = self._final_train_split()
@@ -142,7 +145,7 @@ class DataAccess:
         the training split but does not count as reading it.
         """
         if self.scenario is not None and not self._scenario_record:
-            if self.phase in ("tune", "oracle"):
+            if self.phase in TUNING_PHASES:
                 self._tune_split("tune_train")
             else:
                 self._final_train_split()
