@@ -20,10 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Each entry is one strongly connected component of today's graph. Remove an entry when your change
 # breaks the cycle (shrink it when the cycle loses members); never add one.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # EvaluationSettings holds every family's knobs, so metrics checks robustness's epsilon grid.
-    frozenset({"harness.evaluation.metrics", "harness.evaluation.robustness"}),
-]
+KNOWN_CYCLES: list[frozenset[str]] = []
 
 # Slow to import or not needed by every entry point: these may be imported inside a function.
 HEAVY_MODULES = frozenset(
@@ -39,9 +36,6 @@ HEAVY_MODULES = frozenset(
 # the top of its module when you can and delete its entry. A new one fails, and so does a stale entry.
 KNOWN_LOCAL_IMPORTS: dict[str, frozenset[str]] = {
     "harness.cluster": frozenset({"datetime", "harness.jobs", "harness.plugins", "harness.provenance"}),
-    "harness.evaluation.metrics": frozenset(
-        {"harness.evaluation.corruptions", "harness.evaluation.robustness"}
-    ),
     "harness.final_runs": frozenset({"harness.provenance"}),
     "harness.jobs": frozenset({"harness.data", "harness.method", "harness.plugins"}),
     "harness.method": frozenset({"harness.plugins"}),

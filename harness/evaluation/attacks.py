@@ -16,11 +16,99 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pydantic
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 Step = Callable[[torch.Tensor], torch.Tensor]  # loss gradient -> move of the adversarial images
 Projection = Callable[[torch.Tensor], torch.Tensor]  # moved images -> back into the ball and [0,1]
+
+
+def epsilon_label(epsilon: float) -> str:
+    """An epsilon as it appears in column names: up to 6 decimals, '.' -> 'p' (0.05 -> '0p05', 2.0 -> '2')."""
+    text = f"{epsilon:.6f}".rstrip("0").rstrip(".")
+    return text.replace(".", "p")
+
+
+def check_epsilon_grid(epsilons: tuple[float, ...], norm: str) -> tuple[float, ...]:
+    """Raise unless the grid starts at 0, increases strictly and names distinct columns."""
+    if len(epsilons) < 2 or epsilons[0] != 0.0:
+        raise ValueError(
+            f"an epsilon grid needs 0.0 first and at least one radius after it (the curve starts at the clean "
+            f"accuracy and its area is taken from 0), got {list(epsilons)}"
+        )
+    if any(later <= earlier for earlier, later in zip(epsilons, epsilons[1:], strict=False)):
+        raise ValueError(f"epsilons must increase strictly, got {list(epsilons)}")
+    if norm == "linf" and epsilons[-1] > 1.0:
+        raise ValueError(f"L-inf radii are in [0,1] pixel units, got {epsilons[-1]}")
+    labels = [epsilon_label(epsilon) for epsilon in epsilons]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"epsilons closer than 1e-6 would share a column name: {list(epsilons)} -> {labels}")
+    return tuple(float(epsilon) for epsilon in epsilons)
+
+
+class AttackSettings(pydantic.BaseModel):
+    """The attack family's part of `EvaluationSettings`: `pgd_linf`, `robustness_curve` and `autoattack`."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    pgd_epsilon: float = Field(
+        0.1, ge=0.0, le=1.0, description="L-inf radius of the PGD attack, in [0,1] pixel units."
+    )
+    pgd_steps: int = Field(10, ge=1, description="Number of PGD steps.")
+    pgd_step_size: float | None = Field(
+        None,
+        gt=0.0,
+        description="PGD step size in [0,1] pixel units; None means 2.5*epsilon/steps (Madry et al.).",
+    )
+    robust_subset: int = Field(
+        1000,
+        ge=1,
+        description="Number of test examples attacked: the first n of a seeded, class-balanced random order "
+        "(the same examples for every model with the same seed).",
+    )
+    linf_epsilons: tuple[float, ...] = Field(
+        (0.0, 0.02, 0.05, 0.1, 0.2),
+        description="L-inf radii ([0,1] pixel units) of the `robustness_curve` FGSM and PGD curves: 0.0 first, "
+        "strictly increasing; one column each, named by the radius with '.' -> 'p' (0.05 -> e0p05).",
+    )
+    l2_epsilons: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 1.0, 2.0),
+        description="L2 radii ([0,1] pixel units, whole image) of the `robustness_curve` PGD-L2 curve: 0.0 "
+        "first, strictly increasing.",
+    )
+    curve_subset: int = Field(
+        500, ge=1, description="Test examples of `robustness_curve`: the first n of the robust_subset order."
+    )
+    eot_samples: int = Field(
+        10,
+        ge=1,
+        description="Forward passes averaged per attack gradient and per prediction (expectation over "
+        "transformation) when the method is stochastic (a random defence attacked with one sample looks "
+        "more robust than it is); deterministic models always use 1.",
+    )
+    autoattack_epsilon: float = Field(
+        8 / 255, ge=0.0, le=1.0, description="L-inf radius of the `autoattack` metric, in [0,1] pixel units."
+    )
+    autoattack_subset: int = Field(
+        100, ge=1, description="Test examples of `autoattack`: the first n of the robust_subset order."
+    )
+
+    @pydantic.field_validator("linf_epsilons", "l2_epsilons")
+    @classmethod
+    def _valid_epsilon_grid(cls, epsilons: tuple[float, ...], info: pydantic.ValidationInfo) -> tuple[float, ...]:
+        return check_epsilon_grid(epsilons, "linf" if info.field_name == "linf_epsilons" else "l2")
+
+    @property
+    def linf_epsilon_labels(self) -> tuple[str, ...]:
+        """`linf_epsilons` as they appear in column names (0.05 -> '0p05')."""
+        return tuple(epsilon_label(epsilon) for epsilon in self.linf_epsilons)
+
+    @property
+    def l2_epsilon_labels(self) -> tuple[str, ...]:
+        """`l2_epsilons` as they appear in column names (0.25 -> '0p25')."""
+        return tuple(epsilon_label(epsilon) for epsilon in self.l2_epsilons)
 
 
 def default_pgd_step_size(epsilon: float, steps: int) -> float:

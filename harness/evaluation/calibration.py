@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pydantic
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 
 def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -134,3 +136,17 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     if negative_log_likelihood(logits / temperature, labels) > negative_log_likelihood(logits, labels):
         return 1.0  # a failed line search must not make the model worse than leaving it alone
     return temperature
+
+
+class CalibrationSettings(pydantic.BaseModel):
+    """The calibration family's part of `EvaluationSettings`: `ece`, `temperature_scaling` and the split it fits on."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    ece_bins: int = Field(
+        15, ge=1, description="Equal-width confidence bins of the expected calibration error."
+    )
+    calibration_size: int = Field(
+        0, ge=0, description="Training examples held out of every final run (stratified, the same for every "
+        "method) to fit temperature scaling on; 0 trains on the whole split and leaves the *_ts columns NaN.",
+    )

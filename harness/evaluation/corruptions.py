@@ -19,8 +19,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pydantic
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from harness.errors import UnknownNameError
 from harness.registry import Registry
@@ -498,3 +500,42 @@ def check_severities(severities: tuple[int, ...]) -> tuple[int, ...]:
     if any(severity not in SEVERITIES for severity in severities) or len(set(severities)) != len(severities):
         raise ValueError(f"corruption severities must be distinct values of {SEVERITIES}, got {list(severities)}")
     return severities
+
+
+class CorruptionSettings(pydantic.BaseModel):
+    """The corruption family's part of `EvaluationSettings`: `gaussian_noise` and `corruptions`."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    noise_std: float = Field(
+        0.1,
+        ge=0.0,
+        description="Std of the Gaussian noise corruption in [0,1] pixel units (result clipped to [0,1]).",
+    )
+    corruption_subset: int = Field(
+        1000,
+        ge=1,
+        description="Test examples of the `corruptions` metric: the first n of the same seeded, class-balanced "
+        "order as robust_subset, each corrupted by every selected family at every selected severity.",
+    )
+    corruption_severities: tuple[int, ...] = Field(
+        (1, 2, 3, 4, 5),
+        min_length=1,
+        description="Severities (1..5) of the `corruptions` metric; columns of the others are NaN.",
+    )
+    corruptions: tuple[str, ...] | None = Field(
+        None,
+        min_length=1,
+        description="Corruption families of the `corruptions` metric; None means all 15 of CIFAR-10-C "
+        "(Hendrycks & Dietterich 2019); columns of the others are NaN.",
+    )
+
+    @pydantic.field_validator("corruption_severities")
+    @classmethod
+    def _valid_corruption_severities(cls, severities: tuple[int, ...]) -> tuple[int, ...]:
+        return check_severities(severities)
+
+    @pydantic.field_validator("corruptions")
+    @classmethod
+    def _known_corruption_families(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if names is None else check_families(names)

@@ -32,7 +32,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pydantic
 import torch
+from pydantic import Field
 from torch.utils.flop_counter import FlopCounterMode
 
 DEVICE_CODES: dict[str, int] = {"cpu": 0, "cuda": 1, "mps": 2, "xpu": 3}
@@ -294,3 +296,22 @@ def sparse_forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -
         density = int(torch.count_nonzero(weight)) / max(1, weight.numel())
         total -= per_layer.get(name, 0.0) * (1.0 - density)
     return total
+
+
+class EfficiencySettings(pydantic.BaseModel):
+    """The cost family's part of `EvaluationSettings`: how `latency` and `throughput` are timed."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    latency_warmup: int = Field(
+        10, ge=0, description="Untimed CPU forward calls before latency timing, at each latency batch size."
+    )
+    latency_iters: int = Field(
+        50, ge=1, description="Timed CPU forward calls at batch 1 and at latency_batch; median and p95 are reported."
+    )
+    latency_batch: int = Field(
+        64, ge=1, description="The larger batch size of the latency metric (columns latency/cpu_bn_*)."
+    )
+    throughput_batch: int = Field(
+        256, ge=1, description="Batch size of the throughput measurement on the eval device."
+    )

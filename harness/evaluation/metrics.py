@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import string
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,157 +22,29 @@ from pydantic import Field
 
 from harness.columns import Column, declare_columns
 from harness.evaluation import calibration, efficiency
-from harness.evaluation.attacks import default_pgd_step_size, pgd_linf
+from harness.evaluation.attacks import AttackSettings, default_pgd_step_size, pgd_linf
+from harness.evaluation.calibration import CalibrationSettings
+from harness.evaluation.corruptions import CorruptionSettings
+from harness.evaluation.efficiency import EfficiencySettings
+from harness.evaluation.ood_settings import OodSettings
 from harness.registry import Registry
 
 
-class EvaluationSettings(pydantic.BaseModel):
-    """How the final evaluation is run; embedded in the suite schema, so field names are stable."""
+class EvaluationSettings(
+    EfficiencySettings, OodSettings, CalibrationSettings, CorruptionSettings, AttackSettings
+):
+    """How the final evaluation is run; embedded in the suite schema, so field names are stable.
+
+    Each metric family declares its own fields (`AttackSettings` in attacks, `CorruptionSettings` in
+    corruptions, `CalibrationSettings`, `OodSettings`, `EfficiencySettings`); this class composes them
+    into the flat `benchmarks[i].evaluation` mapping suites have always written, and adds the knobs
+    every metric shares.
+    """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     batch_size: int = Field(1000, ge=1, description="Examples per forward pass during evaluation.")
-    pgd_epsilon: float = Field(
-        0.1, ge=0.0, le=1.0, description="L-inf radius of the PGD attack, in [0,1] pixel units."
-    )
-    pgd_steps: int = Field(10, ge=1, description="Number of PGD steps.")
-    pgd_step_size: float | None = Field(
-        None,
-        gt=0.0,
-        description="PGD step size in [0,1] pixel units; None means 2.5*epsilon/steps (Madry et al.).",
-    )
-    robust_subset: int = Field(
-        1000,
-        ge=1,
-        description="Number of test examples attacked: the first n of a seeded, class-balanced random order "
-        "(the same examples for every model with the same seed).",
-    )
-    linf_epsilons: tuple[float, ...] = Field(
-        (0.0, 0.02, 0.05, 0.1, 0.2),
-        description="L-inf radii ([0,1] pixel units) of the `robustness_curve` FGSM and PGD curves: 0.0 first, "
-        "strictly increasing; one column each, named by the radius with '.' -> 'p' (0.05 -> e0p05).",
-    )
-    l2_epsilons: tuple[float, ...] = Field(
-        (0.0, 0.25, 0.5, 1.0, 2.0),
-        description="L2 radii ([0,1] pixel units, whole image) of the `robustness_curve` PGD-L2 curve: 0.0 "
-        "first, strictly increasing.",
-    )
-    curve_subset: int = Field(
-        500, ge=1, description="Test examples of `robustness_curve`: the first n of the robust_subset order."
-    )
-    eot_samples: int = Field(
-        10,
-        ge=1,
-        description="Forward passes averaged per attack gradient and per prediction (expectation over "
-        "transformation) when the method is stochastic (a random defence attacked with one sample looks "
-        "more robust than it is); deterministic models always use 1.",
-    )
-    autoattack_epsilon: float = Field(
-        8 / 255, ge=0.0, le=1.0, description="L-inf radius of the `autoattack` metric, in [0,1] pixel units."
-    )
-    autoattack_subset: int = Field(
-        100, ge=1, description="Test examples of `autoattack`: the first n of the robust_subset order."
-    )
-
-    @pydantic.field_validator("linf_epsilons", "l2_epsilons")
-    @classmethod
-    def _valid_epsilon_grid(cls, epsilons: tuple[float, ...], info: pydantic.ValidationInfo) -> tuple[float, ...]:
-        from harness.evaluation.robustness import check_epsilon_grid  # here: the edit stays inside this class
-
-        return check_epsilon_grid(epsilons, "linf" if info.field_name == "linf_epsilons" else "l2")
-
-    @property
-    def linf_epsilon_labels(self) -> tuple[str, ...]:
-        """`linf_epsilons` as they appear in column names (0.05 -> '0p05')."""
-        from harness.evaluation.robustness import epsilon_label
-
-        return tuple(epsilon_label(epsilon) for epsilon in self.linf_epsilons)
-
-    @property
-    def l2_epsilon_labels(self) -> tuple[str, ...]:
-        """`l2_epsilons` as they appear in column names (0.25 -> '0p25')."""
-        from harness.evaluation.robustness import epsilon_label
-
-        return tuple(epsilon_label(epsilon) for epsilon in self.l2_epsilons)
-
-    noise_std: float = Field(
-        0.1,
-        ge=0.0,
-        description="Std of the Gaussian noise corruption in [0,1] pixel units (result clipped to [0,1]).",
-    )
-    corruption_subset: int = Field(
-        1000,
-        ge=1,
-        description="Test examples of the `corruptions` metric: the first n of the same seeded, class-balanced "
-        "order as robust_subset, each corrupted by every selected family at every selected severity.",
-    )
-    corruption_severities: tuple[int, ...] = Field(
-        (1, 2, 3, 4, 5),
-        min_length=1,
-        description="Severities (1..5) of the `corruptions` metric; columns of the others are NaN.",
-    )
-    corruptions: tuple[str, ...] | None = Field(
-        None,
-        min_length=1,
-        description="Corruption families of the `corruptions` metric; None means all 15 of CIFAR-10-C "
-        "(Hendrycks & Dietterich 2019); columns of the others are NaN.",
-    )
-
-    @pydantic.field_validator("corruption_severities")
-    @classmethod
-    def _valid_corruption_severities(cls, severities: tuple[int, ...]) -> tuple[int, ...]:
-        from harness.evaluation.corruptions import check_severities  # here: the edit stays inside this class
-
-        return check_severities(severities)
-
-    @pydantic.field_validator("corruptions")
-    @classmethod
-    def _known_corruption_families(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from harness.evaluation.corruptions import check_families
-
-        return None if names is None else check_families(names)
-
-    ece_bins: int = Field(
-        15, ge=1, description="Equal-width confidence bins of the expected calibration error."
-    )
-    ood_sets: tuple[str, ...] = Field(
-        ("noise_uniform", "noise_gaussian_blobs"),
-        min_length=1,
-        description="OOD sets the `ood` metric detects, one column group each: the synthetic "
-        "noise_uniform and noise_gaussian_blobs, or names whose images the run passes in EvalInputs.ood_sets.",
-    )
-    ood_synthetic_size: int = Field(
-        1000, ge=1, description="Images generated (seeded) for each synthetic OOD set."
-    )
-    calibration_size: int = Field(
-        0, ge=0, description="Training examples held out of every final run (stratified, the same for every "
-        "method) to fit temperature scaling on; 0 trains on the whole split and leaves the *_ts columns NaN.",
-    )
-    latency_warmup: int = Field(
-        10, ge=0, description="Untimed CPU forward calls before latency timing, at each latency batch size."
-    )
-    latency_iters: int = Field(
-        50, ge=1, description="Timed CPU forward calls at batch 1 and at latency_batch; median and p95 are reported."
-    )
-    latency_batch: int = Field(
-        64, ge=1, description="The larger batch size of the latency metric (columns latency/cpu_bn_*)."
-    )
-    throughput_batch: int = Field(
-        256, ge=1, description="Batch size of the throughput measurement on the eval device."
-    )
     seed: int = Field(0, ge=0, description="Seed of the attack subset, PGD random starts and Gaussian noise.")
-
-    @pydantic.field_validator("ood_sets")
-    @classmethod
-    def _ood_set_names_fit_in_columns(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        for name in names:
-            if not re.fullmatch(r"[a-z0-9_]+", name):
-                raise ValueError(
-                    f"OOD set name {name!r} must be lower-case letters, digits and '_' (it names columns)"
-                )
-        if len(set(names)) != len(names):
-            raise ValueError(f"OOD set names must be unique, got {list(names)}")
-        return names
 
 
 @dataclass

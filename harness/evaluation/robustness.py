@@ -27,7 +27,15 @@ import torch
 from torch import nn
 
 from harness.columns import Column
-from harness.evaluation.attacks import default_pgd_step_size, expected_prediction, fgsm_linf, pgd_l2, pgd_linf
+from harness.evaluation.attacks import (
+    check_epsilon_grid,
+    default_pgd_step_size,
+    epsilon_label,
+    expected_prediction,
+    fgsm_linf,
+    pgd_l2,
+    pgd_linf,
+)
 from harness.evaluation.metrics import (
     EvalCache,
     EvalInputs,
@@ -40,29 +48,6 @@ from harness.evaluation.metrics import (
 
 ATTACKS: dict[str, str] = {"fgsm_linf": "linf", "pgd_linf": "linf", "pgd_l2": "l2"}  # attack -> its grid
 TORCHATTACKS_INSTALL = "pip install --no-deps torchattacks==3.5.1"
-
-
-def epsilon_label(epsilon: float) -> str:
-    """An epsilon as it appears in column names: up to 6 decimals, '.' -> 'p' (0.05 -> '0p05', 2.0 -> '2')."""
-    text = f"{epsilon:.6f}".rstrip("0").rstrip(".")
-    return text.replace(".", "p")
-
-
-def check_epsilon_grid(epsilons: tuple[float, ...], norm: str) -> tuple[float, ...]:
-    """Raise unless the grid starts at 0, increases strictly and names distinct columns."""
-    if len(epsilons) < 2 or epsilons[0] != 0.0:
-        raise ValueError(
-            f"an epsilon grid needs 0.0 first and at least one radius after it (the curve starts at the clean "
-            f"accuracy and its area is taken from 0), got {list(epsilons)}"
-        )
-    if any(later <= earlier for earlier, later in zip(epsilons, epsilons[1:], strict=False)):
-        raise ValueError(f"epsilons must increase strictly, got {list(epsilons)}")
-    if norm == "linf" and epsilons[-1] > 1.0:
-        raise ValueError(f"L-inf radii are in [0,1] pixel units, got {epsilons[-1]}")
-    labels = [epsilon_label(epsilon) for epsilon in epsilons]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"epsilons closer than 1e-6 would share a column name: {list(epsilons)} -> {labels}")
-    return tuple(float(epsilon) for epsilon in epsilons)
 
 
 def auac(epsilons: Sequence[float], accuracies: Sequence[float]) -> float:
