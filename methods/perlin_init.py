@@ -122,7 +122,7 @@ class PerlinInit(Method):
         claim=Claim("Perlin-noise pre-initialisation beats conventional initialisations (no numbers)"),
     )
     Config = PerlinInitConfig
-    # `steps` stays fixed: pre-training compute is not yet charged to the run's budget
+    # `steps` stays fixed (the published runs tuned without it); its pre-training is charged in train/flops
     search_space = {"categories": IntRange(low=4, high=16), "lr": FloatRange(low=0.01, high=0.2, log=True)}
 
     def prepare_model(self, model: nn.Module, ctx: TrainContext) -> nn.Module:
