@@ -86,6 +86,8 @@ def command(row: ClaimVerdict, root: Path) -> str:
 
 def _verdict_cell(row: ClaimVerdict) -> str:
     chance = f"; {row.at_chance} of {row.seeds} seeds at chance" if row.at_chance else ""
+    if row.baseline_at_chance:
+        chance += f"; {row.claim.baseline}: {row.baseline_at_chance} of {row.seeds} seeds at chance"
     return f"**{row.verdict}**{chance}"
 
 

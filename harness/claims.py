@@ -30,8 +30,9 @@ VERDICT_RULES = """\
 - claim `no_worse`: holds if lo >= -margin; contradicted if hi < -margin; else "not at this scale".
 With three seeds the percentile bootstrap is optimistic (it cannot see beyond the three differences):
 read "holds" as "consistent in every seed pair", not as a significance test.
-Beside each verdict: the seeds whose run ended at chance level (clean test accuracy within 2 points
-of 1/classes), a diverged or collapsed run that a mean alone would hide.
+Beside each verdict: the seeds of the method and of its baseline whose run ended at chance level (clean
+test accuracy within 2 points of 1/classes, continual runs included), a diverged or collapsed run that a
+mean alone would hide.
 """
 
 Verdict = Literal["holds", "contradicted", "not at this scale", "not measured", "not run"]
@@ -81,6 +82,7 @@ class ClaimVerdict:
     budget: Budget | None
     verdict: Verdict
     at_chance: int = 0  # seeds whose accuracy ended at chance level (diverged or collapsed)
+    baseline_at_chance: int = 0  # the same for the baseline's seeds: a collapsed baseline flatters the method
 
 
 def verdict(claim: Claim, low: float, high: float) -> Verdict:
@@ -123,10 +125,11 @@ def suite_budget(suite: Mapping[str, Any], benchmark: str) -> Budget:
 
 def seeds_at_chance(group: pd.DataFrame, method: str, bench: Mapping[str, Any], num_classes: Mapping[str, int]) -> int:
     """How many of `method`'s seeds ended with a clean test accuracy within `CHANCE_MARGIN` of 1/classes,
-    whatever the claim's metric (a collapsed run is one, robust accuracy near chance is not). Class-incremental
-    runs are left out: after the last task, accuracy near 1/tasks is forgetting, not collapse."""
+    whatever the claim's metric (a collapsed run is one, robust accuracy near chance is not). Continual runs
+    count too: forgetting leaves accuracy near 1/tasks (the last task's classes), well above 1/classes, so a
+    class-incremental seed at 1/classes collapsed (leaving them out hid collapsed erm seeds under er's claim)."""
     classes = num_classes.get(bench["dataset"])
-    if CLEAN_ACCURACY not in group or classes is None or (bench.get("scenario") or {}).get("continual"):
+    if CLEAN_ACCURACY not in group or classes is None:
         return 0
     scores = seed_scores(group, CLEAN_ACCURACY)
     if method not in scores:
@@ -166,6 +169,8 @@ def judge_claims(
                 difference_ci=(diff.ci_low, diff.ci_high), seeds=diff.n_pairs,
                 budget=suite_budget(suite, str(benchmark)), verdict=verdict(claim, diff.ci_low, diff.ci_high),
                 at_chance=seeds_at_chance(group, label, find_bench(suite, str(benchmark)), num_classes),
+                baseline_at_chance=seeds_at_chance(group, claim.baseline, find_bench(suite, str(benchmark)),
+                                                   num_classes),
             ))
     return out
 

@@ -313,6 +313,33 @@ def test_eot_samples_apply_to_stochastic_models_only(stochastic: bool, passes: i
     assert model.calls == 9 * passes
 
 
+@pytest.mark.parametrize(("stochastic", "passes"), [(False, 1), (True, 3)])
+def test_the_pgd_linf_metric_uses_eot_for_stochastic_models(stochastic: bool, passes: int, mlp, digits) -> None:
+    """One batch, 2 PGD steps: clean prediction 1 + gradients 2 + adversarial prediction 1 = 4 rounds, each of
+    `passes` forward passes (before the fix the metric attacked a random defence with one sample)."""
+    model = CountingMLP(mlp)
+    inputs = eval_inputs(model, digits, stochastic=stochastic, eot_samples=3, pgd_steps=2, robust_subset=50)
+    evaluate(inputs, ["pgd_linf"])
+    assert model.calls == 4 * passes
+
+
+def test_ani_is_attacked_with_eot() -> None:
+    """ani's noisy BatchNorm makes its predictions random: its MethodInfo says so, and that flag is what the
+    final run passes to EvalInputs.stochastic (harness/jobs.py), which sets every attack's EOT passes."""
+    from harness.evaluation.metrics import eot_samples_of
+    from harness.method import METHODS
+    from harness.plugins import discover_methods
+
+    discover_methods()
+    ani = METHODS.get("ani").info
+    assert ani.stochastic
+    inputs = EvalInputs(
+        model=nn.Identity(), images=torch.zeros(1, 1, 2, 2, dtype=torch.uint8), labels=torch.zeros(1, dtype=torch.long),
+        device=torch.device("cpu"), settings=settings(eot_samples=4), stochastic=ani.stochastic,
+    )  # fmt: skip
+    assert eot_samples_of(inputs) == 4
+
+
 # ---------------------------------------------------------------- the curves and AUAC
 
 

@@ -87,6 +87,14 @@ def test_judge_claims_counts_seeds_at_chance_only_for_known_datasets() -> None:
     assert judge_claims(rows.assign(phase="tune"), SUITE, CLAIMS, {"ten": 10}) == []  # final rows only
 
 
+def test_a_collapsed_continual_seed_is_flagged_on_either_side() -> None:
+    """Class-incremental over 5 tasks of a 10-class set: forgetting leaves about 20%, a collapse 10% or less."""
+    suite = {**SUITE, "benchmarks": [{**SUITE["benchmarks"][0], "scenario": {"continual": {"tasks": 5}}}]}
+    rows = pd.DataFrame(final_rows({"erm": (-0.483, -0.4, -0.3), "up": (-0.3, -0.29, -0.31)}))  # erm: 1.7%, 10%
+    record = judge_claims(rows, suite, CLAIMS, {"ten": 10})[0]
+    assert (record.at_chance, record.baseline_at_chance) == (0, 2)
+
+
 def write_run(root: Path) -> Path:
     """A suite run with erm, kd (+2 points in every seed) and label_smoothing (+-0.5, no consistent gain)."""
     run_dir = root / "distill" / "0123456789abcdef"

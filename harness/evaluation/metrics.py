@@ -22,7 +22,7 @@ from pydantic import Field
 
 from harness.columns import Column, declare_columns
 from harness.evaluation import calibration, efficiency
-from harness.evaluation.attacks import AttackSettings, default_pgd_step_size, pgd_linf
+from harness.evaluation.attacks import AttackSettings, default_pgd_step_size, expected_prediction, pgd_linf
 from harness.evaluation.calibration import CalibrationSettings
 from harness.evaluation.corruptions import CorruptionSettings
 from harness.evaluation.efficiency import EfficiencySettings
@@ -130,6 +130,13 @@ class ClassLogits(torch.nn.Module):
 def class_model(inputs: EvalInputs) -> torch.nn.Module:
     """The model as class-prediction metrics see it: without an abstain output, if it has one."""
     return inputs.model if inputs.num_classes is None else ClassLogits(inputs.model, inputs.num_classes)
+
+
+def eot_samples_of(inputs: EvalInputs) -> int:
+    """Forward passes per attack gradient and per prediction: `eot_samples` for stochastic models, else 1.
+
+    Every attack metric asks this, so no metric attacks a random defence with a single sample."""
+    return inputs.settings.eot_samples if inputs.stochastic else 1
 
 
 def as_float01(
@@ -363,12 +370,12 @@ def _gaussian_noise(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
 @metric(
     "pgd_linf",
     "Robust accuracy under L-inf PGD with random start on a seeded class-balanced subset "
-    "(an example counts as robust only if it is also correct when clean).",
+    "(an example counts as robust only if it is also correct when clean); EOT for stochastic models.",
     Column("{split}/pgd_linf_accuracy", "higher", "fraction"),
     Column("{split}/pgd_linf_clean_accuracy_subset", "higher", "fraction"),
 )
 def _pgd_linf(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
-    settings, model = inputs.settings, class_model(inputs)
+    settings, model, eot = inputs.settings, class_model(inputs), eot_samples_of(inputs)
     subset = robust_subset_indices(inputs.labels, settings.robust_subset, settings.seed)
     step_size = settings.pgd_step_size
     if step_size is None:
@@ -376,14 +383,12 @@ def _pgd_linf(inputs: EvalInputs, cache: EvalCache) -> dict[str, float]:
     generator = seeded_generator(settings.seed, stream=1)
     clean_correct = robust_correct = 0
     for images, labels in iterate_batches(inputs, subset):
-        with torch.no_grad():
-            clean = model(images).argmax(dim=1) == labels
+        clean = expected_prediction(model, images, eot) == labels
         adversarial = pgd_linf(
             model, images, labels, epsilon=settings.pgd_epsilon, steps=settings.pgd_steps,
-            step_size=step_size, random_start=True, generator=generator,
+            step_size=step_size, random_start=True, generator=generator, eot_samples=eot,
         )  # fmt: skip
-        with torch.no_grad():
-            robust = clean & (model(adversarial).argmax(dim=1) == labels)
+        robust = clean & (expected_prediction(model, adversarial, eot) == labels)
         clean_correct += clean.sum().item()
         robust_correct += robust.sum().item()
     return {

@@ -40,6 +40,7 @@ from harness.evaluation.metrics import (
     EvalCache,
     EvalInputs,
     class_model,
+    eot_samples_of,
     iterate_batches,
     metric,
     robust_subset_indices,
@@ -66,11 +67,6 @@ def auac(epsilons: Sequence[float], accuracies: Sequence[float]) -> float:
 def attacked_model(inputs: EvalInputs) -> nn.Module:
     """The model as attacks see it: class logits only."""
     return class_model(inputs)
-
-
-def eot_samples_of(inputs: EvalInputs) -> int:
-    """Forward passes per gradient and per prediction: `eot_samples` for stochastic models, else 1."""
-    return inputs.settings.eot_samples if inputs.stochastic else 1
 
 
 def attack_generator(seed: int, attack: str) -> torch.Generator:
