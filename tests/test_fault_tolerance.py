@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -195,31 +197,49 @@ def fill_disk(directory: Path) -> Path:
     return filler
 
 
+@dataclass
+class SmallDisk:
+    """Where a run writes, and how its disk fills up mid-run: a 64 MiB tmpfs filled with zeros where this
+    machine lets the test mount one (root), else the driver's row writes failing with ENOSPC once told to
+    (tests/disk_full_plugin.py)."""
+
+    root: Path
+    env: dict[str, str]
+    fill: Callable[[], None]
+    free: Callable[[], None]
+
+
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Path:
-    """A 64 MiB tmpfs of its own, which the test can fill (mounting needs root)."""
+def small_disk(tmp_path: Path, repo_root: Path) -> Iterator[SmallDisk]:
     mount = tmp_path / "small_disk"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root (the store's own ENOSPC handling is tested in test_store)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    if os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                                            capture_output=True).returncode == 0:
+        def fill() -> None:
+            fill_disk(mount)
+
+        yield SmallDisk(mount, dict(os.environ), fill, (mount / "filler").unlink)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        return
+    flag = tmp_path / "disk-is-full"
+    env = {**os.environ, "HARNESS_PLUGINS": "tests.disk_full_plugin", "HARNESS_TEST_DISK_FULL": str(flag),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))}
+    yield SmallDisk(mount, env, flag.touch, flag.unlink)
 
 
 def test_a_full_disk_mid_run_stops_with_a_clear_error_and_resume_loses_no_row(repo_root: Path,
-                                                                            small_disk: Path) -> None:
+                                                                            small_disk: SmallDisk) -> None:
     suite = load_suite(repo_root / "suites" / "smoke.yaml", OVERRIDES)
-    run_dir = small_disk / suite.name / suite.hash
-    process = subprocess.Popen(command(small_disk), cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    run_dir = small_disk.root / suite.name / suite.hash
+    process = subprocess.Popen(command(small_disk.root), cwd=repo_root, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, env=small_disk.env)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and process.poll() is None:
             if (run_dir / "rows").exists() and len(list((run_dir / "rows").glob("tune_*.parquet"))) >= 2:
                 break
             time.sleep(0.2)
-        filler = fill_disk(small_disk)
+        small_disk.fill()
         _, stderr = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
@@ -228,9 +248,9 @@ def test_a_full_disk_mid_run_stops_with_a_clear_error_and_resume_loses_no_row(re
     assert process.returncode == 3, stderr[-3000:]
     assert "No space left on device" in stderr and "rerun with --resume" in stderr, stderr[-3000:]
     stored = read_results(run_dir)
-    filler.unlink()
+    small_disk.free()
 
-    resumed = run(repo_root, small_disk, "--resume")
+    resumed = run(repo_root, small_disk.root, "--resume")
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_results(run_dir)
