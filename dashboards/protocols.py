@@ -12,15 +12,15 @@ import math
 import pandas as pd
 
 from dashboards.table import esc
-from harness.protocols import Oracle, is_honest, protocol_label
+from harness.protocols import Oracle, protocol_label, vouched_honest
 from harness.studies import ProtocolGap, protocol_gap
 
 FLAGGED = "oracle"  # the page's style (class) for results whose protocol is not honest
 
 
 def protocol_class(protocol: str) -> str:
-    """The CSS class of a protocol's cells and labels: flagged when it tuned on test."""
-    return "" if is_honest(protocol) else FLAGGED
+    """The CSS class of a protocol's cells and labels: flagged when it tuned on test, or is not registered here."""
+    return "" if vouched_honest(protocol) else FLAGGED
 
 
 def rank_text(value: object) -> str:

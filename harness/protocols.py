@@ -229,10 +229,22 @@ def protocol_caveat(protocol: object) -> str:
     return PROTOCOLS.get(name).caveat if name in PROTOCOLS else ""
 
 
-def is_honest(protocol: object) -> bool:
-    """False for a registered protocol that tuned on test; unregistered names count as honest (unknown)."""
+def is_honest(protocol: object) -> bool | None:
+    """Whether a protocol chose its configs without the test split; None for a name this process has not
+    registered (a plugin not loaded): readers must neither flag nor vouch for it, so each asks its own
+    question (`vouched_honest`, `must_not_read_test`)."""
     name = str(protocol)
-    return PROTOCOLS.get(name).honest if name in PROTOCOLS else True
+    return PROTOCOLS.get(name).honest if name in PROTOCOLS else None
+
+
+def vouched_honest(protocol: object) -> bool:
+    """Shown as a held-out result only when a registered protocol says so: an unknown one is flagged."""
+    return is_honest(protocol) is True
+
+
+def must_not_read_test(protocol: object) -> bool:
+    """A tuning row that must not have read test: every protocol but a registered dishonest one."""
+    return is_honest(protocol) is not False
 
 
 def protocol_sort_key(protocol: object) -> tuple[int, int, int, str]:

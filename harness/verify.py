@@ -23,7 +23,7 @@ import yaml
 from harness.audit import record_digest
 from harness.data.access import PHASE_SPLITS
 from harness.errors import HarnessInputError
-from harness.protocols import PROTOCOLS, is_honest
+from harness.protocols import PROTOCOLS, must_not_read_test
 from harness.provenance import git_commit
 from harness.store import RESULTS_FILE, UnreadableRowError, read_results
 from harness.suite import validate_suite
@@ -67,7 +67,7 @@ def allowed_splits(row: Mapping[str, Any]) -> tuple[str, ...]:
 
 def honest_tuning(row: Mapping[str, Any]) -> bool:
     """A tuning job that must never have seen the test split: an honest protocol's trial, a tuning teacher."""
-    return (row.get("phase") == "tune" and is_honest(row.get("protocol"))) or (
+    return (row.get("phase") == "tune" and must_not_read_test(row.get("protocol"))) or (
         row.get("phase") == "teacher" and row.get("tune_phase") == "tune")
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import harness.jobs
 import tests.toy_protocol  # noqa: F401  (registers small_holdout in this process, as $HARNESS_PLUGINS would)
+from dashboards.protocols import protocol_class
 from harness.data import DataAccess, ImageArrays, test_split_sealed
 from harness.errors import SuiteError
 from harness.jobs import RunSpec, tuning_trial
@@ -27,8 +28,10 @@ from harness.protocols import (
     TuningProtocol,
     get_protocol,
     is_honest,
+    must_not_read_test,
     protocol_label,
     protocol_sort_key,
+    vouched_honest,
 )
 from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec, load_suite
 from tests.toy_protocol import SmallHoldout
@@ -72,8 +75,18 @@ def test_protocols_are_ordered_honest_first_oracle_last_and_unknown_names_after(
     names = ["oracle", "retired_protocol", "cross_dataset", "small_holdout", "holdout"]
     assert sorted(names, key=protocol_sort_key) == ["holdout", "small_holdout", "cross_dataset", "oracle",
                                                     "retired_protocol"]
-    assert protocol_label("retired_protocol") == "retired_protocol" and is_honest("retired_protocol")
+    assert protocol_label("retired_protocol") == "retired_protocol"
     assert not is_honest("oracle") and protocol_label("small_holdout") == SmallHoldout.label
+
+
+def test_an_unregistered_protocol_is_neither_vouched_for_nor_excused_from_the_seal() -> None:
+    """A row whose protocol plugin is not loaded here: its honesty is unknown, so displays flag it like the
+    oracle, and verification still demands that its tuning never read test."""
+    assert is_honest("retired_protocol") is None
+    assert not vouched_honest("retired_protocol") and must_not_read_test("retired_protocol")
+    assert vouched_honest("holdout") and must_not_read_test("holdout")
+    assert not vouched_honest("oracle") and not must_not_read_test("oracle")
+    assert protocol_class("retired_protocol") == protocol_class("oracle") != protocol_class("holdout")
 
 
 # ---------------------------------------------------------------- a protocol from a plugin
