@@ -1,0 +1,191 @@
+"""Four verdicts that say no more than the evidence: supported, not supported, inconclusive, not tested.
+
+A pure function of one claim's paired differences (method - baseline, signed so that up is good), the
+effect the claim needs (`margin`), and the gates its runs passed; numpy and scipy only, no I/O.
+
+- *not tested*: a gate failed (the baseline is inadequate, tuning was unhealthy, a precondition of the
+  claim is absent, a seed of either side ended at chance); the failed gates are named.
+- *supported*: the one-sided paired t test rejects "no gain" (`better`: d <= 0; `no_worse`: d <= -margin)
+  at `alpha`, after Holm's correction across the suite's claims (`holm`).
+- *not supported*: TOST shows the difference lies within +-margin (`better`: no gain as large as the margin),
+  or the one-sided test shows the opposite of the claim (worse than baseline; for `no_worse`, a loss
+  beyond the margin).
+- *inconclusive*: neither; the row shows the minimum detectable effect at this n and the n that would
+  resolve it at `power`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+
+from harness.statistics import finite
+
+Verdict = Literal["supported", "not supported", "inconclusive", "not tested"]
+ALPHA = 0.05  # family-wise error rate of "supported" across one suite's claims (Holm)
+POWER = 0.8
+MAX_RESOLVING_N = 1000  # beyond this, "more seeds" is no answer: the MDE is reported as unresolvable
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One condition the evidence needs before any verdict: its name, whether it held, and why."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A verdict and what explains it: the p-value of the claim's test, the MDE at this n, the n to resolve."""
+
+    verdict: Verdict
+    reason: str
+    p_value: float
+    mde: float
+    n: int
+    n_to_resolve: int | None  # None: already resolved, or no n up to MAX_RESOLVING_N would
+    failed_gates: tuple[str, ...] = ()
+
+
+def one_sided_p(differences: np.ndarray, bar: float) -> float:
+    """p-value of the one-sided t test of H0: mean <= bar against mean > bar (NaN for n < 2)."""
+    n = len(differences)
+    if n < 2:
+        return float("nan")
+    sd = differences.std(ddof=1)
+    if sd == 0:
+        return 0.0 if differences.mean() > bar else 1.0
+    return float(stats.t.sf((differences.mean() - bar) / (sd / math.sqrt(n)), n - 1))
+
+
+def tost_p(differences: np.ndarray, margin: float) -> float:
+    """TOST p-value for equivalence within (-margin, margin): the larger of the two one-sided p-values."""
+    if margin <= 0:
+        return 1.0  # no equivalence region: equivalence is never shown
+    return max(one_sided_p(differences, -margin), one_sided_p(-differences, -margin))
+
+
+def minimum_detectable_effect(sd: float, n: int, *, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean difference the one-sided paired t test at `alpha` detects with `power` at n
+    pairs of standard deviation `sd`: (t(1-alpha) + t(power)) * sd / sqrt(n), df = n - 1."""
+    if n < 2 or not math.isfinite(sd):
+        return float("inf")
+    return float((stats.t.ppf(1 - alpha, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n))
+
+
+def n_to_resolve(sd: float, effect: float, *, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """The fewest pairs whose MDE reaches `effect`, or None when none up to MAX_RESOLVING_N does."""
+    if effect <= 0 or not math.isfinite(sd):
+        return None
+    for n in range(2, MAX_RESOLVING_N + 1):
+        if minimum_detectable_effect(sd, n, alpha=alpha, power=power) <= effect:
+            return n
+    return None
+
+
+def judge(
+    differences: Sequence[float] | np.ndarray, *, kind: Literal["better", "no_worse"], margin: float,
+    gates: Sequence[Gate] = (), alpha: float = ALPHA, power: float = POWER, adjusted_p: float | None = None,
+) -> Judgement:
+    """The verdict for paired differences (up is good) against a claim of `kind` with its `margin`.
+
+    `adjusted_p` is this claim's Holm-adjusted p-value within its suite (`judge_suite`; None: judged alone)
+    and decides "supported" against `alpha`; `margin`
+    is, for `better`, the smallest gain the claim needs (the equivalence bound of TOST), for `no_worse`
+    the largest loss in line with it.
+    """
+    data = finite(differences)
+    n = len(data)
+    failed = tuple(gate.name for gate in gates if not gate.passed)
+    sd = float(data.std(ddof=1)) if n > 1 else float("nan")
+    mde = minimum_detectable_effect(sd, n, alpha=alpha, power=power)
+    bar = 0.0 if kind == "better" else -margin
+    p = one_sided_p(data, bar)
+    if failed:
+        return Judgement("not tested", "failed gate: " + ", ".join(failed), p, mde, n, None, failed)
+    if n < 2:
+        return Judgement("not tested", f"{n} seed pair(s): a paired test needs at least 2", p, mde, n, None)
+    decisive = p if adjusted_p is None else adjusted_p
+    if decisive <= alpha:
+        return Judgement("supported", f"one-sided paired t p = {decisive:.3g} <= {alpha:.3g}"
+                         + (" (Holm)" if adjusted_p is not None else ""), p, mde, n, None)
+    opposite = one_sided_p(-data, -bar)  # H0: mean >= bar, i.e. the claim's direction
+    if opposite <= alpha:
+        return Judgement("not supported", f"the opposite of the claim holds (p = {opposite:.3g})", p, mde, n, None)
+    if kind == "better" and tost_p(data, margin) <= alpha:
+        return Judgement("not supported", f"TOST: the difference lies within +-{margin:g}", p, mde, n, None)
+    needed = margin if kind == "better" and margin > 0 else abs(float(data.mean()) - bar)
+    resolve = n_to_resolve(sd, needed, alpha=alpha, power=power)
+    reason = f"MDE {mde:.3g} at n = {n}; " + (f"n = {resolve} would resolve {needed:.3g}" if resolve
+                                              else "no affordable n resolves it")
+    return Judgement("inconclusive", reason, p, mde, n, resolve)
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: rejecting where adjusted p <= alpha keeps the family-wise rate of
+    false "supported" across a suite's claims at alpha. The i-th smallest of m gets max over j <= i of
+    (m - j) * p_(j), capped at 1; NaN stays NaN and counts in m (an untested claim still was a claim)."""
+    m = len(p_values)
+    order = sorted((i for i in range(m) if math.isfinite(p_values[i])), key=lambda i: p_values[i])
+    adjusted = [float("nan")] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class ClaimEvidence:
+    """What `judge_suite` needs of one claim: paired differences (up is good), kind, margin and gates."""
+
+    differences: Sequence[float]
+    kind: Literal["better", "no_worse"]
+    margin: float
+    gates: Sequence[Gate] = ()
+
+
+def judge_suite(claims: Sequence[ClaimEvidence], *, alpha: float = ALPHA, power: float = POWER) -> list[Judgement]:
+    """A judgement per claim of one suite, "supported" decided on Holm-adjusted p-values across them."""
+    raw = [one_sided_p(finite(c.differences), 0.0 if c.kind == "better" else -c.margin) for c in claims]
+    adjusted = holm_adjusted(raw)
+    return [judge(c.differences, kind=c.kind, margin=c.margin, gates=c.gates, alpha=alpha, power=power,
+                  adjusted_p=q) for c, q in zip(claims, adjusted, strict=True)]
+
+
+def baseline_adequacy(baseline_mean: float, reference: float | None, tolerance: float = 0.02) -> Gate:
+    """The baseline reaches the reference accuracy the benchmark declares, less `tolerance` (absent: passes)."""
+    if reference is None:
+        return Gate("baseline adequate", True, "no reference declared")
+    ok = math.isfinite(baseline_mean) and baseline_mean >= reference - tolerance
+    return Gate("baseline adequate", ok, f"baseline {baseline_mean:.4g} vs reference {reference:.4g}")
+
+
+def tuning_health(trial_scores: Sequence[float], chance: float, margin: float = 0.02) -> Gate:
+    """Tuning was healthy: the best trial is above chance and at most a third of trials failed (NaN) or
+    ended at chance (within `margin` of it)."""
+    scores = np.asarray(trial_scores, dtype=float)
+    bad = int((~np.isfinite(scores)).sum() + (np.isfinite(scores) & (scores <= chance + margin)).sum())
+    best = float(np.nanmax(scores)) if np.isfinite(scores).any() else float("nan")
+    ok = len(scores) > 0 and math.isfinite(best) and best > chance + margin and 3 * bad <= len(scores)
+    return Gate("tuning healthy", ok, f"best trial {best:.4g}, {bad} of {len(scores)} failed or at chance")
+
+
+def no_seed_at_chance(method_at_chance: int, baseline_at_chance: int) -> Gate:
+    """No seed of either side ended at chance (a collapsed run is no evidence for or against the claim)."""
+    ok = method_at_chance == 0 and baseline_at_chance == 0
+    return Gate("no seed at chance", ok, f"method {method_at_chance}, baseline {baseline_at_chance} seeds at chance")
+
+
+def precondition(name: str, measured: float, required: float) -> Gate:
+    """A claim's declared precondition, e.g. "teacher margin" (teacher - student >= 0.03) or "batch size"
+    for ghost_bn (>= 1024): holds when `measured` reaches `required`."""
+    ok = math.isfinite(measured) and measured >= required
+    return Gate(name, ok, f"{measured:g} vs required {required:g}")
