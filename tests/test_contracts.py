@@ -502,3 +502,15 @@ def test_readme_and_a_shipped_suite_name_every_registered_method() -> None:
     for name in CATALOGUE_NAMES:
         assert f"`{name}`" in readme, f"README.md does not list method {name}"
         assert name in in_suites, f"no suite in suites/ runs method {name}"
+
+
+def test_every_column_a_metric_or_a_continual_run_writes_is_declared() -> None:
+    """The leaderboard and dashboards read direction and summary/detail from declarations, never names."""
+    from harness.columns import column_info
+    from harness.evaluation import METRICS, EvaluationSettings
+    from harness.evaluation.continual import continual_scores
+
+    columns = [c for name in METRICS.names() for c in METRICS.get(name).column_names("test", EvaluationSettings())]
+    columns += list(continual_scores([[0.9], [0.5, 0.8]]))
+    undeclared = [c for c in columns if not column_info(c).declared]
+    assert not undeclared, f"columns without a harness.columns.Column declaration: {undeclared}"
