@@ -4,7 +4,8 @@ harness measured, from the result stores of the suite runs under ROOT.
 This module reads the stores and the suite copies the runs wrote (`suite.yaml`) and the claims the
 methods declare, has `harness.claims.judge_claims` judge them, and renders one table row per claim: the
 paper's claim, the method's mean and 95% interval, the paired difference with its baseline, the budget
-the suite gave, the verdict (rules at the end of the page) and the command that reproduces the run.
+the suite gave, n (seeds x studies), the interval method and MDE, the gates, the verdict (rules at the end
+of the page) and the command that reproduces the run.
 """
 
 from __future__ import annotations
@@ -88,7 +89,23 @@ def _verdict_cell(row: ClaimVerdict) -> str:
     chance = f"; {row.at_chance} of {row.seeds} seeds at chance" if row.at_chance else ""
     if row.baseline_at_chance:
         chance += f"; {row.claim.baseline}: {row.baseline_at_chance} of {row.seeds} seeds at chance"
-    return f"**{row.verdict}**{chance}"
+    reason = f" ({row.reason})" if row.reason else ""
+    return f"**{row.verdict}**{reason}{chance}"
+
+
+def gates_cell(row: ClaimVerdict) -> str:
+    """The gates checked, failed ones first and marked."""
+    failed = [f"FAILED {gate.name}: {gate.detail}" for gate in row.gates if not gate.passed]
+    passed = [gate.name for gate in row.gates if gate.passed]
+    return "; ".join(failed + ([f"passed: {', '.join(passed)}"] if passed else []))
+
+
+def evidence_cell(row: ClaimVerdict) -> str:
+    """n as seeds x studies, the interval method, and the MDE (in the metric's units)."""
+    if row.seeds == 0:
+        return ""
+    mde = f"; MDE {_number(row.mde, row.claim.metric)}" if math.isfinite(row.mde) else ""
+    return f"{row.seeds} x {row.studies}; {row.interval_method}{mde}"
 
 
 def _number(value: float, metric: str) -> str:
@@ -108,8 +125,8 @@ def render(rows: Sequence[ClaimVerdict], root: Path, notes: Path | None = None) 
              "under the held-out protocol (test split sealed during tuning), "
              "paired by seed. Accuracies in %. See the verdict rules at the end.", "",
              "| method | paper's claim | metric | method mean [95% CI] | baseline mean | paired diff [95% CI] | budget "
-             "| verdict | reproduce |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| n (seeds x studies); interval; MDE | gates | verdict | reproduce |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (r.suite, r.method)):
         metric = row.claim.metric
         base = row.claim.baseline
@@ -118,7 +135,8 @@ def render(rows: Sequence[ClaimVerdict], root: Path, notes: Path | None = None) 
             f"| `{row.method}` | {row.claim.text}{kind} | `{metric}` | {_number(row.mean, metric)} "
             f"[{_number(row.ci[0], metric)}, {_number(row.ci[1], metric)}] | {_number(row.baseline_mean, metric)} (`{base}`) "
             f"| {_number(row.difference, metric)} [{_number(row.difference_ci[0], metric)}, "
-            f"{_number(row.difference_ci[1], metric)}] | {budget_text(row.budget)} | {_verdict_cell(row)} | `{command(row, root)}` |")
+            f"{_number(row.difference_ci[1], metric)}] | {budget_text(row.budget)} | {evidence_cell(row)} "
+            f"| {gates_cell(row)} | {_verdict_cell(row)} | `{command(row, root)}` |")
     if notes is not None:
         lines += ["", "## Notes", "", notes.read_text().strip()]
     lines += ["", "## Verdicts", "", *VERDICT_RULES.splitlines()]

@@ -4,15 +4,15 @@ Beside the leaderboard, and like it free of I/O and rendering: the caller reads 
 copy the run wrote, and passes the claims the methods declare (`MethodInfo.claim`) and each dataset's
 class count; `dashboards.claims` renders the records as docs/claims.md. For every method with a claim
 and final runs beside the claim's baseline (`erm`, or the method the paper compared with), one record:
-its mean and 95% bootstrap interval over seeds on the claimed metric, the paired difference with the
-baseline (same seeds) and its interval, the budget the suite gave, and the verdict by `VERDICT_RULES`.
+its mean and 95% Student-t interval over seeds on the claimed metric, the paired difference with the
+baseline (same seeds) and its interval, the gates, the budget the suite gave, and the verdict of
+`harness.verdicts` (`VERDICT_RULES`), with its MDE and the n that would resolve it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pandas as pd
@@ -21,21 +21,35 @@ from harness.columns import higher_is_better
 from harness.leaderboard import phase_rows, seed_scores
 from harness.method import Claim
 from harness.protocols import DEFAULT_PROTOCOL
-from harness.statistics import bootstrap_ci, paired_difference
+from harness.statistics import T_INTERVAL, paired_t_difference, t_interval
+from harness.verdicts import (
+    ClaimEvidence,
+    Gate,
+    Judgement,
+    baseline_adequacy,
+    judge_suite,
+    no_seed_at_chance,
+    tuning_health,
+)
 
-# How a verdict follows from d = method - baseline paired by seed and [lo, hi] its 95% interval, signed so
-# that up is good; docs/claims.md prints these lines under "Verdicts".
+# How a verdict follows from the paired differences d = method - baseline (signed so that up is good), by
+# `harness.verdicts`; docs/claims.md prints these lines under "Verdicts".
 VERDICT_RULES = """\
-- claim `better`:   holds if lo > 0; contradicted if hi < 0; else "not at this scale" (no detectable gain).
-- claim `no_worse`: holds if lo >= -margin; contradicted if hi < -margin; else "not at this scale".
-With three seeds the percentile bootstrap is optimistic (it cannot see beyond the three differences):
-read "holds" as "consistent in every seed pair", not as a significance test.
-Beside each verdict: the seeds of the method and of its baseline whose run ended at chance level (clean
-test accuracy within 2 points of 1/classes, continual runs included), a diverged or collapsed run that a
-mean alone would hide.
+- **not tested**: a gate failed (named): a seed of the method or of its baseline ended at chance (clean test
+  accuracy within 2 points of 1/classes, continual runs included), the baseline fell short of the reference
+  accuracy the benchmark declares (`reference_accuracy`), or tuning was unhealthy (best trial at chance, or
+  more than a third of trials failed or at chance). Fewer than 2 seed pairs is not tested either.
+- **supported**: the one-sided paired t test rejects "no gain" (`better`: d <= 0; `no_worse`: d <= -margin)
+  at 5%, Holm-adjusted across the suite run's claims.
+- **not supported**: the opposite of the claim is shown at 5% (worse than the baseline; for `no_worse`, a
+  loss beyond the margin), or TOST shows d within +-margin for a `better` claim with a margin.
+- **inconclusive**: neither; the row gives the minimum detectable effect (MDE, one-sided 5%, power 80%) at
+  this n and the n that would resolve the effect the claim needs (its margin, else the observed difference).
+Intervals are paired Student-t 95% intervals (the method is named in the table): the percentile bootstrap
+the page used before covered the mean only 75% of the time at 3 seeds.
 """
 
-Verdict = Literal["holds", "contradicted", "not at this scale", "not measured", "not run"]
+Verdict = Literal["supported", "not supported", "inconclusive", "not tested", "not measured", "not run"]
 
 JUDGED_PROTOCOL = DEFAULT_PROTOCOL  # claims are judged under the held-out protocol only
 CHANCE_MARGIN = 0.02  # a run within 2 points of 1/classes ended at chance
@@ -83,20 +97,12 @@ class ClaimVerdict:
     verdict: Verdict
     at_chance: int = 0  # seeds whose accuracy ended at chance level (diverged or collapsed)
     baseline_at_chance: int = 0  # the same for the baseline's seeds: a collapsed baseline flatters the method
-
-
-def verdict(claim: Claim, low: float, high: float) -> Verdict:
-    """The verdict for a paired-difference interval [low, high] on the claim's metric (`VERDICT_RULES`)."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "not measured"
-    if not higher_is_better(claim.metric):
-        low, high = -high, -low
-    bar = 0.0 if claim.kind == "better" else -claim.margin
-    if (low > bar) if claim.kind == "better" else (low >= bar):
-        return "holds"
-    if high < bar:
-        return "contradicted"
-    return "not at this scale"
+    gates: tuple[Gate, ...] = ()  # the conditions checked before judging; a failed one makes it "not tested"
+    reason: str = ""  # why this verdict, in a few words (`harness.verdicts.Judgement.reason`)
+    mde: float = float("nan")  # minimum detectable effect at this n (one-sided 5%, power 80%)
+    n_to_resolve: int | None = None  # seed pairs that would resolve an inconclusive verdict
+    studies: int = 1  # independent tuning studies per cell; n is seeds x studies
+    interval_method: str = T_INTERVAL
 
 
 def bench_name(bench: Mapping[str, Any]) -> str:
@@ -137,23 +143,58 @@ def seeds_at_chance(group: pd.DataFrame, method: str, bench: Mapping[str, Any], 
     return int((scores[method].dropna() <= 1.0 / classes + CHANCE_MARGIN).sum())
 
 
+def trial_scores(rows: pd.DataFrame, benchmark: str, protocol: str, method: str) -> list[float]:
+    """The tuning trials' selection scores (`val/accuracy`, NaN for a failed trial) of one cell."""
+    if "phase" not in rows or "val/accuracy" not in rows:
+        return []
+    cell = rows[(rows["phase"] == "tune") & (rows["benchmark"] == benchmark) & (rows["method"] == method)]
+    if "protocol" in cell:
+        cell = cell[cell["protocol"].isna() | (cell["protocol"] == protocol)]
+    ok = cell["status"] == "ok" if "status" in cell else True
+    return [float(v) if good else float("nan") for v, good in zip(cell["val/accuracy"], ok, strict=True)]
+
+
+def claim_gates(
+    rows: pd.DataFrame, group: pd.DataFrame, label: str, claim: Claim, bench: Mapping[str, Any],
+    protocol: str, num_classes: Mapping[str, int],
+) -> tuple[Gate, ...]:
+    """The gates a claim's evidence must pass: no seed at chance on either side, the baseline adequate
+    against the benchmark's `reference_accuracy` (absent: passes), and healthy tuning of both sides."""
+    classes = num_classes.get(bench["dataset"])
+    gates = [no_seed_at_chance(seeds_at_chance(group, label, bench, num_classes),
+                               seeds_at_chance(group, claim.baseline, bench, num_classes))]
+    if CLEAN_ACCURACY in group:
+        clean = seed_scores(group, CLEAN_ACCURACY)
+        base = float(clean[claim.baseline].mean()) if claim.baseline in clean else float("nan")
+        gates.append(baseline_adequacy(base, bench.get("reference_accuracy")))
+    if classes is not None:
+        for side in (label, claim.baseline):
+            scores = trial_scores(rows, bench_name(bench), protocol, side)
+            if scores:
+                gate = tuning_health(scores, 1.0 / classes, CHANCE_MARGIN)
+                gates.append(Gate(f"tuning healthy ({side})", gate.passed, gate.detail))
+    return tuple(gates)
+
+
 def judge_claims(
     rows: pd.DataFrame, suite: Mapping[str, Any], claims: Mapping[str, Claim], num_classes: Mapping[str, int]
 ) -> list[ClaimVerdict]:
     """A verdict per (benchmark, method with a claim) of one suite run, against its claim's baseline.
 
     `rows` are the run's store rows, `suite` the suite copy it wrote (plain data), `claims` method name ->
-    its declared claim, `num_classes` dataset name -> classes (a dataset missing is never at chance).
+    its declared claim, `num_classes` dataset name -> classes (a dataset missing is never at chance). The
+    run's claims are judged together (`harness.verdicts.judge_suite`: Holm across them).
     """
     final = phase_rows(rows, "final")
     if final.empty:
         return []
     names = {entry.get("label") or entry["name"]: entry["name"] for entry in suite["methods"]}
     ok = final[final["status"] == "ok"]
-    out = []
+    drafts = []
     for (benchmark, protocol), group in ok.groupby(["benchmark", "protocol"], sort=True):
         if protocol != JUDGED_PROTOCOL:
             continue
+        bench = find_bench(suite, str(benchmark))
         for label in sorted(set(group["method"])):
             claim = claims.get(names.get(label, label))
             if claim is None or claim.metric not in group or label == claim.baseline:
@@ -162,17 +203,26 @@ def judge_claims(
             if claim.baseline not in scores or label not in scores:
                 continue
             own, base = scores[label].dropna(), scores[claim.baseline].dropna()
-            diff = paired_difference(own.to_dict(), base.to_dict())
-            out.append(ClaimVerdict(
+            diff = paired_t_difference(own.to_dict(), base.to_dict())
+            sign = 1.0 if higher_is_better(claim.metric) else -1.0
+            gates = claim_gates(rows, group, label, claim, bench, str(protocol), num_classes)
+            drafts.append((ClaimVerdict(
                 method=label, suite=suite["name"], benchmark=str(benchmark), claim=claim, mean=float(own.mean()),
-                ci=bootstrap_ci(own.to_numpy()), baseline_mean=float(base.mean()), difference=diff.mean,
-                difference_ci=(diff.ci_low, diff.ci_high), seeds=diff.n_pairs,
-                budget=suite_budget(suite, str(benchmark)), verdict=verdict(claim, diff.ci_low, diff.ci_high),
-                at_chance=seeds_at_chance(group, label, find_bench(suite, str(benchmark)), num_classes),
-                baseline_at_chance=seeds_at_chance(group, claim.baseline, find_bench(suite, str(benchmark)),
-                                                   num_classes),
-            ))
-    return out
+                ci=t_interval(own.to_numpy())[:2], baseline_mean=float(base.mean()), difference=diff.mean,
+                difference_ci=diff.interval[:2], seeds=diff.n_pairs,
+                budget=suite_budget(suite, str(benchmark)), verdict="not measured",
+                at_chance=seeds_at_chance(group, label, bench, num_classes),
+                baseline_at_chance=seeds_at_chance(group, claim.baseline, bench, num_classes), gates=gates,
+            ), ClaimEvidence(sign * diff.differences, claim.kind, claim.margin, gates)))
+    judgements = judge_suite([evidence for _, evidence in drafts])
+    return [with_judgement(record, judged) for (record, _), judged in zip(drafts, judgements, strict=True)]
+
+
+def with_judgement(record: ClaimVerdict, judged: Judgement) -> ClaimVerdict:
+    """The record with its verdict and what explains it; a claim whose metric was never measured (no seed
+    pair) stays "not measured"."""
+    verdict: Verdict = "not measured" if record.seeds == 0 else judged.verdict
+    return replace(record, verdict=verdict, reason=judged.reason, mde=judged.mde, n_to_resolve=judged.n_to_resolve)
 
 
 def unmeasured_claims(
