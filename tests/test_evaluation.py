@@ -27,6 +27,7 @@ from harness.evaluation import (
     pgd_linf,
     robust_subset_indices,
 )
+from harness.evaluation.continual import continual_scores, task_accuracies
 
 NUM_CLASSES, SIDE = 4, 8
 
@@ -352,3 +353,26 @@ def test_every_registered_metric_returns_exactly_its_declared_columns(name: str,
     assert all(isinstance(value, float) for value in results.values())
     assert any(math.isfinite(v) for k, v in results.items() if not k.startswith("cost/")), results
     assert results[f"cost/{name}_s"] >= 0
+
+
+# ---------------------------------------------------------------- continual-learning scores
+
+
+def test_continual_scores_of_a_known_matrix() -> None:
+    matrix = [[0.9], [0.5, 0.8], [0.3, 0.6, 0.7]]
+    scores = continual_scores(matrix)
+    assert scores["continual/avg_accuracy"] == pytest.approx((0.3 + 0.6 + 0.7) / 3)
+    assert scores["continual/avg_incremental_accuracy"] == pytest.approx((0.9 + 0.65 + (1.6 / 3)) / 3)
+    # forgetting: task 0 peaked at 0.9 and ends at 0.3; task 1 peaked at 0.8 and ends at 0.6
+    assert scores["continual/forgetting"] == pytest.approx(((0.9 - 0.3) + (0.8 - 0.6)) / 2)
+    assert scores["continual/task2_accuracy"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="lower triangle|row t"):
+        continual_scores([[0.9, 0.1]])
+
+
+def test_task_accuracies_mask_unseen_classes() -> None:
+    # class 2 is unseen after task 0; its huge logit must not steal the prediction
+    logits = torch.tensor([[1.0, 0.0, 9.0], [0.0, 1.0, 9.0], [0.0, 0.0, 9.0]])
+    labels = torch.tensor([0, 1, 2])
+    assert task_accuracies(logits, labels, ((0, 1), (2,)), 0) == [1.0]
+    assert task_accuracies(logits, labels, ((0, 1), (2,)), 1) == [0.0, 1.0]

@@ -15,11 +15,9 @@ import torch
 from torch import nn
 
 from harness.data import ImageArrays, load_split
-from harness.data.scenarios import few_labels
 from harness.data.sources import UNLABELLED
-from harness.data.tasks import TaskStream, TaskStreamError, class_incremental, task_classes
+from harness.data.tasks import TaskStream, class_incremental
 from harness.engine import Checkpointing, TrainSettings, train
-from harness.evaluation.continual import continual_scores, task_accuracies
 from harness.method import Batch, LossOutput, Method, TrainContext, labelled_cross_entropy
 from harness.models import build_model
 
@@ -196,48 +194,7 @@ def test_a_resumed_task_stream_keeps_method_state_and_task_results() -> None:
         assert torch.equal(a, b)
 
 
-def test_task_split_errors_teach() -> None:
-    with pytest.raises(TaskStreamError, match="2..10"):
-        task_classes(10, 11)
-    assert task_classes(10, 4) == ((0, 1, 2), (3, 4, 5), (6, 7), (8, 9))
-
-
-# ---------------------------------------------------------------- continual scores
-
-
-def test_continual_scores_of_a_known_matrix() -> None:
-    matrix = [[0.9], [0.5, 0.8], [0.3, 0.6, 0.7]]
-    scores = continual_scores(matrix)
-    assert scores["continual/avg_accuracy"] == pytest.approx((0.3 + 0.6 + 0.7) / 3)
-    assert scores["continual/avg_incremental_accuracy"] == pytest.approx((0.9 + 0.65 + (1.6 / 3)) / 3)
-    # forgetting: task 0 peaked at 0.9 and ends at 0.3; task 1 peaked at 0.8 and ends at 0.6
-    assert scores["continual/forgetting"] == pytest.approx(((0.9 - 0.3) + (0.8 - 0.6)) / 2)
-    assert scores["continual/task2_accuracy"] == pytest.approx(0.7)
-    with pytest.raises(ValueError, match="lower triangle|row t"):
-        continual_scores([[0.9, 0.1]])
-
-
-def test_task_accuracies_mask_unseen_classes() -> None:
-    # class 2 is unseen after task 0; its huge logit must not steal the prediction
-    logits = torch.tensor([[1.0, 0.0, 9.0], [0.0, 1.0, 9.0], [0.0, 0.0, 9.0]])
-    labels = torch.tensor([0, 1, 2])
-    assert task_accuracies(logits, labels, ((0, 1), (2,)), 0) == [1.0]
-    assert task_accuracies(logits, labels, ((0, 1), (2,)), 1) == [0.0, 1.0]
-
-
 # ---------------------------------------------------------------- hidden labels
-
-
-def test_few_labels_hides_all_but_n_per_class() -> None:
-    data = digits()
-    hidden, record = few_labels(data, 5, 10, seed=0)
-    visible = hidden.labels[hidden.labels != UNLABELLED]
-    assert len(hidden) == len(data) and torch.equal(hidden.images, data.images)
-    assert torch.bincount(visible, minlength=10).tolist() == [5] * 10
-    assert record == {"n_per_class": 5, "labelled": 50, "unlabelled": len(data) - 50}
-    assert bool((data.labels != UNLABELLED).all())  # the input is untouched
-    kept = hidden.labels != UNLABELLED
-    assert torch.equal(hidden.labels[kept], data.labels[kept])
 
 
 def test_labelled_cross_entropy_skips_hidden_labels_and_never_gives_nan() -> None:
@@ -255,7 +212,7 @@ def test_labelled_cross_entropy_skips_hidden_labels_and_never_gives_nan() -> Non
 
 from harness.jobs import RunSpec, final_run, tuning_trial  # noqa: E402
 from harness.method import MethodInfo, register_method  # noqa: E402
-from harness.suite import BenchmarkSpec, Budget, MethodEntry, ScenarioSpec, TrainSpec  # noqa: E402
+from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec  # noqa: E402
 
 
 @register_method
@@ -295,38 +252,6 @@ def test_finalize_decides_what_is_evaluated_and_adjust_settings_what_is_trained(
     reports: list[dict] = []
     tuning_trial(spec, reports.append)  # the last epoch's score is the finalized model's, the others not
     assert reports[-1]["val/accuracy"] < 0.15 < reports[0]["val/accuracy"]
-
-
-def test_a_continual_final_run_reports_the_accuracy_matrix_scores() -> None:
-    bench = tiny_bench(budget=Budget(epochs=4), scenario=ScenarioSpec(continual={"tasks": 2}))
-    row = final_run(RunSpec(benchmark=bench, method=MethodEntry(name="erm"), seed=0, metrics=("accuracy",),
-                            hyperparams={"train.lr": 0.05}))
-    assert 0.0 <= row["continual/forgetting"] <= 1.0
-    # plain ERM forgets: after the second task it classifies the first task's classes far worse
-    assert row["continual/task0_accuracy"] < row["continual/task1_accuracy"]
-    assert row["continual/forgetting"] > 0.3
-    assert row["continual/avg_accuracy"] == pytest.approx(
-        (row["continual/task0_accuracy"] + row["continual/task1_accuracy"]) / 2)
-
-
-def test_a_few_labels_scenario_trains_on_the_labelled_few() -> None:
-    few = final_run(RunSpec(benchmark=tiny_bench(scenario=ScenarioSpec(few_labels={"n_per_class": 2})),
-                            method=MethodEntry(name="erm"), seed=0, metrics=("accuracy",),
-                            hyperparams={"train.lr": 0.05}))
-    record = __import__("json").loads(few["scenario_record"])
-    assert record["few_labels"]["labelled"] == 20 and record["class_counts"] == [2] * 10
-    assert few["train/samples_seen"] > 20  # every image is still seen: the unlabelled pool
-
-
-def test_suite_rejects_more_tasks_than_classes() -> None:
-    from harness.errors import SuiteError
-    from harness.suite import validate_suite
-
-    suite = {"name": "s", "benchmarks": [{"dataset": "digits", "model": "tiny_cnn", "budget": {"epochs": 1},
-                                          "scenario": {"continual": {"tasks": 11}}}],
-             "methods": [{"name": "erm"}]}
-    with pytest.raises(SuiteError, match=r"benchmarks\[0\]\.scenario\.continual\.tasks"):
-        validate_suite(suite)
 
 
 def _broadcast_worker(rank: int, init_file: str, results: Any) -> None:

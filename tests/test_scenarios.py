@@ -1,4 +1,5 @@
-"""Scenarios: label noise, long-tail imbalance and few data on training splits, with known answers.
+"""Scenarios: label noise, long-tail imbalance, few data, few labels and class-incremental task streams on
+training splits, with known answers.
 
 Pure functions are checked on a synthetic 10-class, 10k-label fixture whose images encode each
 example's index (so a subset can be traced back); DataAccess is checked on scikit-learn digits.
@@ -31,7 +32,11 @@ from harness.data import (
     long_tail_imbalance,
     symmetric_label_noise,
 )
-from harness.suite import BenchmarkSpec, validate_suite
+from harness.data.scenarios import few_labels
+from harness.data.sources import UNLABELLED
+from harness.data.tasks import TaskStreamError, task_classes
+from harness.jobs import RunSpec, final_run
+from harness.suite import BenchmarkSpec, Budget, MethodEntry, TrainSpec, validate_suite
 
 K = 10
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,3 +343,59 @@ def test_every_job_hands_the_benchmark_scenario_to_its_data(monkeypatch: pytest.
             job()
     assert [phase for phase, _ in seen] == ["tune", "final", "tune", "final"]
     assert all(spec is bench.scenario is not None for _, spec in seen)
+
+
+def digits() -> ImageArrays:
+    return load_split("digits", "train")
+
+
+def tiny_bench(**changes: Any) -> BenchmarkSpec:
+    fields = dict(name="digits", dataset="digits", model="tiny_cnn", budget=Budget(epochs=1), augment=False,
+                  train=TrainSpec(batch_size=64), tune_val_size=100)
+    fields.update(changes)
+    return BenchmarkSpec(**fields)
+
+
+# ---------------------------------------------------------------- few labels and class-incremental task streams
+
+
+def test_few_labels_hides_all_but_n_per_class() -> None:
+    data = digits()
+    hidden, record = few_labels(data, 5, 10, seed=0)
+    visible = hidden.labels[hidden.labels != UNLABELLED]
+    assert len(hidden) == len(data) and torch.equal(hidden.images, data.images)
+    assert torch.bincount(visible, minlength=10).tolist() == [5] * 10
+    assert record == {"n_per_class": 5, "labelled": 50, "unlabelled": len(data) - 50}
+    assert bool((data.labels != UNLABELLED).all())  # the input is untouched
+    kept = hidden.labels != UNLABELLED
+    assert torch.equal(hidden.labels[kept], data.labels[kept])
+
+
+def test_task_split_errors_teach() -> None:
+    with pytest.raises(TaskStreamError, match="2..10"):
+        task_classes(10, 11)
+    assert task_classes(10, 4) == ((0, 1, 2), (3, 4, 5), (6, 7), (8, 9))
+
+
+# ---------------------------------------------------------------- few labels and task streams through a final run
+
+
+def test_a_few_labels_scenario_trains_on_the_labelled_few() -> None:
+    few = final_run(RunSpec(benchmark=tiny_bench(scenario=ScenarioSpec(few_labels={"n_per_class": 2})),
+                            method=MethodEntry(name="erm"), seed=0, metrics=("accuracy",),
+                            hyperparams={"train.lr": 0.05}))
+    record = json.loads(few["scenario_record"])
+    assert record["few_labels"]["labelled"] == 20 and record["class_counts"] == [2] * 10
+    assert few["train/samples_seen"] > 20  # every image is still seen: the unlabelled pool
+
+
+def test_a_continual_final_run_reports_the_accuracy_matrix_scores() -> None:
+    bench = tiny_bench(budget=Budget(epochs=4), scenario=ScenarioSpec(continual={"tasks": 2}))
+    row = final_run(RunSpec(benchmark=bench, method=MethodEntry(name="erm"), seed=0, metrics=("accuracy",),
+                            hyperparams={"train.lr": 0.05}))
+    assert 0.0 <= row["continual/forgetting"] <= 1.0
+    # plain ERM forgets: after the second task it classifies the first task's classes far worse
+    assert row["continual/task0_accuracy"] < row["continual/task1_accuracy"]
+    assert row["continual/forgetting"] > 0.3
+    assert row["continual/avg_accuracy"] == pytest.approx(
+        (row["continual/task0_accuracy"] + row["continual/task1_accuracy"]) / 2)

@@ -459,3 +459,14 @@ def test_resolved_suite_round_trips_through_yaml() -> None:
     assert again.hash == suite.hash
     assert suite_as_yaml(again) == text
     assert "!!python" not in text  # plain data only
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def test_suite_rejects_more_tasks_than_classes() -> None:
+    suite = {"name": "s", "benchmarks": [{"dataset": "digits", "model": "tiny_cnn", "budget": {"epochs": 1},
+                                          "scenario": {"continual": {"tasks": 11}}}],
+             "methods": [{"name": "erm"}]}
+    with pytest.raises(SuiteError, match=r"benchmarks\[0\]\.scenario\.continual\.tasks"):
+        validate_suite(suite)

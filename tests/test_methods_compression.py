@@ -1,7 +1,6 @@
-"""Mechanism tests for the continual-learning and compression methods (issue 6) and the `compression`
-metric: each against a known answer on small tensors (the metric's counts by hand, the reservoir's contents
-and class balance after a known stream, the aligned norms, the masks' sparsity per round, the gates after
-finalize, the quantised weights' levels per group). CPU, no Ray."""
+"""Mechanism tests of the compression methods (aimp, polarization_prune, groupwise_ptq) and the
+`compression` metric: the metric's counts by hand, the masks' sparsity per round, the gates after finalize,
+the quantised weights' levels per group. CPU, no Ray."""
 
 from __future__ import annotations
 
@@ -13,18 +12,13 @@ import torch
 from torch import nn
 
 from harness.data import ImageArrays, load_split
-from harness.data.tasks import class_incremental
 from harness.engine import TrainSettings, train
 from harness.evaluation import EvalInputs, EvaluationSettings, evaluate
 from harness.method import TrainContext, build_method
 from harness.models import build_model
-from methods._layers import output_layer
-from methods._replay import ReservoirBuffer
 from methods.aimp import cyclic_cosine, magnitude_masks, phase_bounds, sparsity_schedule
-from methods.er import exponential_per_task, task_bounds
 from methods.groupwise_ptq import InputFakeQuant, quantize_groupwise
 from methods.polarization_prune import GatedBatchNorm2d, channels_to_remove, gated_layers, polarization
-from methods.weight_aligning import align_weights
 
 CPU = torch.device("cpu")
 
@@ -68,131 +62,6 @@ def test_compression_metric_counts_a_hand_built_sparse_quantised_model() -> None
     assert row["model/fwd_flops_2xmac_per_image"] == 768
     assert row["model/sparse_flops"] == pytest.approx(576 * 0.5 + 192 * 0.75)
     assert row["model/weight_bytes"] == pytest.approx(9 * 32 / 8 + 72 * 4 / 8)
-
-
-# ---------------------------------------------------------------- the reservoir buffer (er, weight_aligning)
-
-
-def offer(buffer: ReservoirBuffer, labels: list[int], losses: list[float] | None = None, batch: int = 10) -> None:
-    """Offer a stream whose image i is filled with the value i (so contents identify stream positions)."""
-    for start in range(0, len(labels), batch):
-        chunk = range(start, min(start + batch, len(labels)))
-        images = torch.tensor([float(i) for i in chunk]).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).contiguous()
-        buffer.add(images, torch.tensor([labels[i] for i in chunk]),
-                   None if losses is None else torch.tensor([losses[i] for i in chunk]))
-
-
-def stream_positions(buffer: ReservoirBuffer) -> list[int]:
-    images, _ = buffer.stored()
-    return [int(v) for v in images[:, 0, 0, 0]]
-
-
-def test_reservoir_keeps_the_first_examples_then_samples_with_probability_capacity_over_seen() -> None:
-    buffer = ReservoirBuffer(6)
-    buffer.seed(0)
-    offer(buffer, [0, 1, 2, 3, 4, 5])
-    assert stream_positions(buffer) == [0, 1, 2, 3, 4, 5] and buffer.seen == 6
-    kept = torch.zeros(60)
-    for seed in range(300):  # each of 60 stream positions survives with probability 6/60
-        buffer = ReservoirBuffer(6)
-        buffer.seed(seed)
-        offer(buffer, [0] * 60)
-        kept[stream_positions(buffer)] += 1
-    assert kept.sum() == 6 * 300
-    assert kept[:30].sum() / kept.sum() == pytest.approx(0.5, abs=0.06)  # no bias towards early or late
-
-
-def test_balanced_reservoir_evens_out_classes_a_plain_one_does_not() -> None:
-    stream = [1] * 10 + [0] * 90  # the buffer fills with class 1, then class 0 floods in
-    balanced, plain = ReservoirBuffer(10, balanced=True), ReservoirBuffer(10)
-    for buffer in (balanced, plain):
-        buffer.seed(0)
-        offer(buffer, stream)
-    assert balanced.class_counts(2) == [5, 5]  # class 1 only ever lost slots while it was the larger class
-    assert plain.class_counts(2)[1] <= 3        # uniform over the stream: ~1 of 10 expected
-
-
-def test_loss_aware_reservoir_evicts_the_easy_examples_first() -> None:
-    buffer = ReservoirBuffer(4, loss_aware=True)
-    buffer.seed(0)
-    offer(buffer, [0, 0, 0, 0], losses=[0.0, 0.0, 10.0, 10.0])
-    offer(buffer, [0] * 40, losses=[5.0] * 40)
-    positions = stream_positions(buffer)
-    assert 2 in positions and 3 in positions      # the hard examples survive every eviction
-    assert 0 not in positions and 1 not in positions
-
-
-def test_buffer_state_round_trips() -> None:
-    buffer = ReservoirBuffer(5, balanced=True, loss_aware=True)
-    buffer.seed(3)
-    offer(buffer, [0, 1, 2] * 10, losses=[float(i) for i in range(30)])
-    copy_ = ReservoirBuffer(5, balanced=True, loss_aware=True)
-    copy_.load_state_dict(buffer.state_dict())
-    offer(buffer, [2] * 10)
-    offer(copy_, [2] * 10)
-    assert stream_positions(buffer) == stream_positions(copy_) and buffer.seen == copy_.seen == 40
-
-
-def test_er_lr_decays_exponentially_within_each_task_and_restarts() -> None:
-    bounds = task_bounds(30, 3)
-    assert bounds == [0, 10, 20, 30]
-    assert [exponential_per_task(s, bounds, 0.1) for s in (0, 10, 20)] == [1.0, 1.0, 1.0]
-    assert exponential_per_task(5, bounds, 0.1) == pytest.approx(0.1 ** 0.5)
-    assert exponential_per_task(29, bounds, 0.1) == pytest.approx(0.1 ** 0.9)
-
-
-def test_er_replays_a_class_balanced_buffer_across_a_task_stream() -> None:
-    stream = class_incremental(load_split("digits", "train"), 3, 10)
-    method = build_method("er", {"buffer_size": 30})
-    model = tiny_model()
-    head_before = output_layer(model)[2].weight.detach().clone()
-    train(model, method, stream, TrainSettings(lr=0.05, batch_size=16, steps=15, seed=0), num_classes=10,
-          device=CPU)
-    counts = method.buffer.class_counts(10)
-    assert sum(counts) == 30 and min(counts) >= 2  # every class of the stream is remembered
-    assert max(counts) - min(counts) <= 2
-    assert not torch.equal(head_before, output_layer(model)[2].weight)
-
-
-# ---------------------------------------------------------------- weight_aligning
-
-
-def test_weight_aligning_scales_new_class_norms_to_the_old_mean() -> None:
-    head = nn.Linear(2, 4)
-    with torch.no_grad():
-        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0], [4.0, 0.0], [0.0, 8.0]]))
-        head.bias.copy_(torch.tensor([1.0, 1.0, 3.0, 6.0]))
-    gamma = align_weights(head, old=[0, 1], new=[2, 3])
-    assert gamma == pytest.approx(2.0 / 6.0)
-    assert head.weight.norm(dim=1).tolist() == pytest.approx([1.0, 3.0, 4 / 3, 8 / 3])
-    assert head.bias.tolist() == pytest.approx([1.0, 1.0, 1.0, 2.0])  # new logits scale as a whole
-    assert align_weights(head, old=[], new=[0, 1]) == 1.0  # task 0: nothing to align
-
-
-def test_weight_aligning_snapshots_at_task_end_and_distils_afterwards() -> None:
-    method = build_method("weight_aligning", {"memory_size": 0})
-    model = tiny_model().train()
-    images = torch.rand(8, 1, 8, 8)
-    task0 = dict(task=0, num_tasks=2, task_classes=(0, 1, 2, 3, 4), seen_classes=(0, 1, 2, 3, 4))
-    task1 = dict(task=1, num_tasks=2, task_classes=(5, 6, 7, 8, 9), seen_classes=tuple(range(10)))
-    assert not method.training_loss(model, images, torch.arange(8) % 5, context(**task0)).parts
-    with torch.no_grad():
-        method.on_task_end(model, context(**task0))
-    assert method.previous is not None and not method.previous.training
-    out = method.training_loss(model.eval(), images, torch.arange(8) % 5 + 5, context(**task1))
-    assert float(out.parts["kd"]) == pytest.approx(0.0, abs=1e-6)  # the snapshot still equals the model (eval BN)
-    assert float(out.parts["ce"]) > 0
-    head = output_layer(model)[2]
-    with torch.no_grad():
-        head.weight[5:] *= 3.0
-        method.on_task_end(model, context(**task1))
-    norms = head.weight.detach().norm(dim=1)
-    assert norms[5:].mean() == pytest.approx(float(norms[:5].mean()), rel=1e-5)
-    restored = build_method("weight_aligning", {"memory_size": 0})
-    restored.load_state_dict(method.state_dict())
-    restored.training_loss(model, images, torch.arange(8) % 5 + 5, context(**task1))
-    assert all(torch.equal(a, b) for a, b in zip(restored.previous.state_dict().values(),
-                                                 method.previous.state_dict().values(), strict=True))
 
 
 # ---------------------------------------------------------------- aimp

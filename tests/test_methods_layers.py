@@ -1,6 +1,7 @@
-"""Mechanism tests for the methods that change the model (issue 6, batch B): each layer or loss is
-checked against a known answer on small tensors, and each swap against the layer types it must
-produce, the parameter names it must keep and the [B, C, H, W] -> [B, K] contract. CPU, no Ray."""
+"""Mechanism tests of the methods that swap layers or normalisation (atac, weighted_conv, weight_align,
+ghost_bn, final_bn): each layer against a known answer on small tensors, each swap against the layer types
+it must produce and the [B, C, H, W] -> [B, K] contract; and every model-preparing method's model under the
+evaluator (FLOPs, torch.func, channels_last). CPU, no Ray."""
 
 from __future__ import annotations
 
@@ -9,20 +10,17 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.data import ImageArrays
+from harness.engine import TrainSettings, train
 from harness.method import METHODS, TrainContext, build_method
 from harness.models import build_model
-from methods._layers import ResidualBlockWithActivations, output_layer, swap_activations
+from methods._layers import ResidualBlockWithActivations, output_layer
 from methods.atac import ATACUnit
 from methods.final_bn import BatchNormLinear
 from methods.ghost_bn import GhostBatchNorm2d
-from methods.max_dropout import MaxDropout
-from methods.multi_sample_dropout import MultiSampleDropoutLinear
-from methods.norm_loss import norm_penalty
-from methods.perlin_init import input_shape, perlin_batch, perlin_noise
 from methods.weight_align import ChannelAffine, WeightAlignConv2d
 from methods.weighted_conv import WeightedConv2d, density_profile
 
@@ -60,111 +58,27 @@ def assert_maps_images_to_logits(net: nn.Module, channels: int = 1, size: int = 
     assert torch.equal(first, second)  # deterministic in eval mode
 
 
-# ---------------------------------------------------------------- multi-sample dropout
+def net(name: str = "fast_cnn", seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, in_channels=1, num_classes=CLASSES, image_size=8, mean=(0.5,), std=(0.25,))
 
 
-def test_multi_sample_dropout_stacks_independent_masks_on_the_batch() -> None:
-    layer = nn.Linear(50, 50, bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(torch.eye(50))
-    head = MultiSampleDropoutLinear(layer, samples=4, rate=0.5).train()
-    torch.manual_seed(0)
-    out = head(torch.ones(3, 50))
-    assert tuple(out.shape) == (12, 50)
-    assert set(out.unique().tolist()) <= {0.0, 2.0}  # identity weight: each entry is mask / (1 - rate)
-    blocks = out.view(4, 3, 50)
-    assert all(not torch.equal(blocks[0], blocks[s]) for s in range(1, 4))
-    assert 0.35 < float((out == 0).float().mean()) < 0.65
-    head.eval()
-    assert torch.equal(head(torch.ones(3, 50)), torch.ones(3, 50))
+def tiny_images(n: int = 64) -> ImageArrays:
+    """Random uint8 1x8x8 images with balanced labels over 10 classes."""
+    images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return ImageArrays(images, torch.arange(n, dtype=torch.int64) % CLASSES)
 
 
-def test_multi_sample_dropout_loss_is_the_mean_of_the_sample_losses() -> None:
-    method = build_method("multi_sample_dropout", {"samples": 3, "rate": 0.4})
-    net = method.prepare_model(nn.Sequential(nn.Linear(5, 4)), context()).train()
-    features, labels = torch.randn(8, 5), torch.arange(8) % 4
-    torch.manual_seed(3)
-    loss = method.training_loss(net, features, labels, context()).loss
-    torch.manual_seed(3)
-    logits = net(features).view(3, 8, 4)
-    expected = torch.stack([F.cross_entropy(logits[s], labels) for s in range(3)]).mean()
-    assert torch.allclose(loss, expected)
-    assert not torch.allclose(F.cross_entropy(logits[0], labels), expected)
+def teacher_context(teacher: nn.Module | None = None, teacher_model: str | None = "fast_cnn",
+                    build: object = None) -> TrainContext:
+    return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU, teacher=teacher,
+                        num_samples=64, input_shape=(1, 8, 8), teacher_model=teacher_model,
+                        build_model=build or (lambda name=None: net(name or "fast_cnn", seed=7)))
 
 
-def test_multi_sample_dropout_keeps_the_classifier_and_is_plain_at_test_time() -> None:
-    original, net = prepared("multi_sample_dropout")
-    assert isinstance(net[1].head[1], MultiSampleDropoutLinear)
-    assert net.state_dict().keys() == original.state_dict().keys()
-    images = torch.rand(5, 1, 8, 8)
-    with torch.no_grad():
-        assert torch.equal(net.eval()(images), original.eval()(images))
-    assert tuple(net.train()(images).shape) == (5 * 8, CLASSES)  # 8 samples stacked on the batch
-    assert_maps_images_to_logits(net)
-
-
-# ---------------------------------------------------------------- MaxDropout
-
-
-def test_max_dropout_zeroes_exactly_the_top_of_the_range() -> None:
-    values = torch.arange(10.0).view(1, 10, 1, 1)  # normalised: v / 9; above 1 - 0.3 means v >= 7
-    out = MaxDropout(0.3).train()(values)
-    assert out.flatten().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0]
-    rescaled = MaxDropout(0.3).train()(3.0 * values + 1.0)  # min-max normalised: the same units drop
-    assert (rescaled == 0).flatten().tolist() == [False] * 7 + [True] * 3
-    assert torch.equal(MaxDropout(0.3).eval()(values), values)
-    assert torch.equal(MaxDropout(0.0).train()(values), values)
-
-
-def test_max_dropout_blocks_the_gradient_of_dropped_units_only() -> None:
-    values = torch.arange(10.0, requires_grad=True)
-    MaxDropout(0.5).train()(values).sum().backward()
-    assert values.grad.tolist() == [1.0] * 5 + [0.0] * 5  # v / 9 > 0.5 drops 5..9
-
-
-@pytest.mark.parametrize(("name", "channels", "size", "relus"), [("fast_cnn", 1, 8, 2), ("resnet20", 3, 32, 19)])
-def test_max_dropout_follows_every_relu_and_is_the_identity_at_test_time(
-        name: str, channels: int, size: int, relus: int) -> None:
-    original, net = prepared("max_dropout", name, channels, size)
-    assert sum(isinstance(m, MaxDropout) for m in net.modules()) == relus
-    images = torch.rand(4, channels, size, size)
-    with torch.no_grad():
-        assert torch.allclose(net.eval()(images), original.eval()(images), atol=1e-6)
-    assert_maps_images_to_logits(net, channels, size)
-
-
-def test_swap_activations_refuses_a_relu_it_cannot_place() -> None:
-    with pytest.raises(ValueError, match="ReLU"):
-        swap_activations(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), lambda channels: nn.Identity())
-
-
-# ---------------------------------------------------------------- norm loss
-
-
-def test_norm_penalty_equals_the_hand_computed_value() -> None:
-    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.Flatten(), nn.Linear(2, 2))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))  # ||w||^2 = 1, 4 -> (0 + 9) / 2
-        net[2].weight.copy_(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))  # 25, 0 -> (576 + 1) / 2
-    assert float(norm_penalty(net).detach()) == pytest.approx(4.5 + 288.5)
-    method = build_method("norm_loss", {"weight": 0.01})
-    images, labels = torch.rand(4, 1, 1, 1), torch.tensor([0, 1, 1, 0])
-    out = method.training_loss(net, images, labels, context())
-    expected = float(F.cross_entropy(net(images), labels).detach()) + 0.01 * 293.0
-    assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-6)
-    assert float(out.parts["norm"]) == pytest.approx(293.0)
-
-
-def test_norm_penalty_pulls_weight_vectors_toward_unit_norm() -> None:
-    layer = nn.Linear(3, 2, bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[2.0, 0.0, 0.0], [0.1, 0.1, 0.0]]))
-    optimizer = torch.optim.SGD(layer.parameters(), lr=0.01)
-    for _ in range(200):
-        optimizer.zero_grad()
-        norm_penalty(layer).backward()
-        optimizer.step()
-    assert torch.allclose(layer.weight.norm(dim=1), torch.ones(2), atol=0.02)
+def samples(count: int) -> TrainContext:
+    """A teacher_context for `adjust_settings` of a run on `count` training examples."""
+    return dataclasses.replace(teacher_context(), num_samples=count)
 
 
 # ---------------------------------------------------------------- ATAC
@@ -301,6 +215,39 @@ def test_ghost_bn_swaps_every_batch_norm() -> None:
     assert_maps_images_to_logits(net, 3, 32)
 
 
+# ---------------------------------------------------------------- ghost_bn update-matched regime
+
+
+def test_ghost_bn_without_large_batch_keeps_the_engine_settings() -> None:
+    settings = TrainSettings(batch_size=256, epochs=2.0, lr=0.05)
+    assert build_method("ghost_bn").adjust_settings(settings, samples(10_000)) is settings
+
+
+def test_ghost_bn_update_matched_regime_settings() -> None:
+    settings = TrainSettings(batch_size=256, epochs=2.0, lr=0.05)
+    assert settings.total_steps(10_000) == 78  # 39 full batches of 256 per epoch, two epochs
+    adjusted = build_method("ghost_bn", {"large_batch": 1024}).adjust_settings(settings, samples(10_000))
+    assert (adjusted.batch_size, adjusted.steps, adjusted.epochs) == (1024, 78, None)
+    assert adjusted.lr == pytest.approx(0.1)  # 0.05 * sqrt(1024 / 256)
+    assert adjusted.total_steps(10_000) == 78  # as many updates as B_S: about 8 epochs at B_L
+    by_steps = build_method("ghost_bn", {"large_batch": 512}).adjust_settings(
+        TrainSettings(batch_size=128, epochs=None, steps=50, lr=0.1), samples(10_000))
+    assert (by_steps.batch_size, by_steps.steps) == (512, 50) and by_steps.lr == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="at least"):
+        build_method("ghost_bn", {"large_batch": 128}).adjust_settings(settings, samples(10_000))
+    with pytest.raises(ValueError, match="exceeds"):
+        build_method("ghost_bn", {"large_batch": 20_000}).adjust_settings(settings, samples(10_000))
+
+
+def test_ghost_bn_update_matched_regime_runs_through_the_engine() -> None:
+    method = build_method("ghost_bn", {"large_batch": 32, "ghost_batch_size": 8})
+    model = method.prepare_model(net(), teacher_context())
+    assert any(isinstance(m, GhostBatchNorm2d) for m in model.modules())
+    settings = method.adjust_settings(TrainSettings(batch_size=16, epochs=1.0), teacher_context())
+    stats = train(model, method, tiny_images(64), settings, num_classes=CLASSES, device=CPU)
+    assert (stats.steps, stats.samples_seen) == (4, 4 * 32)  # B_S's 4 updates, each on B_L = 32 images
+
+
 # ---------------------------------------------------------------- final BN
 
 
@@ -324,61 +271,8 @@ def test_final_bn_is_inserted_before_the_output_layer() -> None:
     assert_maps_images_to_logits(net)
 
 
-# ---------------------------------------------------------------- Perlin-noise initialisation
-
-
-def test_perlin_noise_vanishes_on_the_lattice_and_coarsens_with_low_frequency() -> None:
-    generator = torch.Generator().manual_seed(0)
-    noise = perlin_noise(torch.full((4,), 4.0), 2, 8, generator, random_phase=False)
-    assert float(noise[..., ::2, ::2].abs().max()) == 0.0  # pixel 2k sits on lattice point k
-    assert float(noise.abs().max()) > 0.05
-
-    def neighbour_correlation(images: torch.Tensor) -> float:
-        centred = images - images.mean(dim=(2, 3), keepdim=True)
-        return float((centred[..., 1:] * centred[..., :-1]).mean() / centred.pow(2).mean())
-
-    images, labels = perlin_batch(512, (1, 16, 16), 4, generator)
-    assert images.amin(dim=(1, 2, 3)).eq(0).all() and images.amax(dim=(1, 2, 3)).eq(1).all()
-    correlation = [neighbour_correlation(images[labels == c]) for c in range(4)]
-    assert correlation == sorted(correlation, reverse=True)  # more complex class, less correlated pixels
-    assert correlation[0] > 0.9 and correlation[-1] < 0.6
-
-
-def test_perlin_init_infers_the_input_shape() -> None:
-    assert input_shape(model("fast_cnn", 1, 8), context()) == (1, 8, 8)
-    assert input_shape(model("fast_cnn", 1, 28), context()) == (1, 28, 28)
-    assert input_shape(model("fast_cnn", 1, 8), dataclasses.replace(context(), input_shape=(1, 16, 16))) == (1, 16, 16)
-
-
-def filter_neighbour_correlation(weight: torch.Tensor) -> float:
-    """Mean correlation of horizontally and vertically adjacent taps of 3x3 filters."""
-    taps = weight.flatten(0, 1)
-    taps = taps - taps.mean(dim=(1, 2), keepdim=True)
-    pairs = [(taps[:, :, :-1], taps[:, :, 1:]), (taps[:, :-1, :], taps[:, 1:, :])]
-    return float(sum((a * b).sum() for a, b in pairs) / sum(a.numel() for a, _ in pairs) / taps.pow(2).mean())
-
-
-def test_perlin_init_is_seeded_and_reshapes_the_first_filters() -> None:
-    config = {"steps": 100, "batch_size": 32}
-    original = model("fast_cnn", 1, 8)
-    first = build_method("perlin_init", config).prepare_model(copy.deepcopy(original), context(seed=0))
-    again = build_method("perlin_init", config).prepare_model(copy.deepcopy(original), context(seed=0))
-    other = build_method("perlin_init", config).prepare_model(copy.deepcopy(original), context(seed=1))
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
-    stem = "1.features.0.0.weight"
-    assert not torch.equal(first.state_dict()[stem], other.state_dict()[stem])
-    assert not torch.equal(first.state_dict()[stem], original.state_dict()[stem])
-    # the classifier and the BatchNorm statistics are the untouched ones; only the features were pre-trained
-    assert torch.equal(first.state_dict()["1.head.1.weight"], original.state_dict()["1.head.1.weight"])
-    assert torch.equal(first.state_dict()["1.features.0.1.running_mean"], torch.zeros(16))
-    # noise-frequency classes are told apart by derivative-like first filters: adjacent taps anti-correlate
-    before = filter_neighbour_correlation(original.state_dict()[stem])
-    after = filter_neighbour_correlation(first.state_dict()[stem])
-    assert after < before - 0.1
-    assert_maps_images_to_logits(first)
-
-
 # ---------------------------------------------------------------- evaluation compatibility
+
 
 def forward_flops(net: nn.Module, shape: tuple[int, ...]) -> int:
     """What the evaluator counts: FlopCounterMode over one eval-mode forward of one image."""
