@@ -136,7 +136,7 @@ def difference_cells(record: Mapping[str, object], baseline: str, primary: str) 
     verdict = "better" if (low > 0 if up else high < 0) else "worse" if (high < 0 if up else low > 0) else ""
     places = shared_decimals((high - low) / 4) if high > low else None
     title = (f"{primary}: {record['method']} - {baseline} over {pairs_text} shared seed(s): mean {mean:.6g}, "
-             f"95% bootstrap CI [{low:.6g}, {high:.6g}]" + (f"; CI excludes 0: {verdict}" if verdict else ""))
+             f"95% Student-t CI [{low:.6g}, {high:.6g}]" + (f"; CI excludes 0: {verdict}" if verdict else ""))
     p_title = f"probability that a run of {record['method']} beats a run of {baseline} on {primary}"
     return (
         f'<td class="{" ".join(["diff", "num", *([verdict] if verdict else [])])}" title="{esc(title)}">'
@@ -186,7 +186,7 @@ def extra_columns(board: pd.DataFrame, baseline: str | None) -> tuple[bool, bool
 def extra_heads(baseline: str | None, compare: bool, stability: bool, tuning: bool) -> str:
     heads = ""
     if compare:
-        heads += (f'<th class="num" scope="col" title="paired by seed, 95% bootstrap CI beneath">'
+        heads += (f'<th class="num" scope="col" title="paired by seed, 95% Student-t CI beneath">'
                   f'Δ vs<br>{esc(baseline)}</th>'
                   f'<th class="num" scope="col" title="probability of improvement (Agarwal et al. 2021)">'
                   f'P(&gt;<br>{esc(baseline)})</th>')
@@ -203,11 +203,11 @@ def caption_text(
     compare, stability, tuning = flags
     parts = [
         f"Ranked by {esc(primary)} ({'higher' if higher_is_better(primary) else 'lower'} is better). "
-        "Cells: mean ± std over seeds; below: 95% bootstrap CI of the mean; hover for exact values. "
+        "Cells: mean ± std over seeds; below: 95% Student-t CI of the mean; hover for exact values. "
         "Bold: best mean per column."
     ]
     if compare:
-        parts.append(f"Δ: difference from {esc(baseline)} in {esc(primary)}, paired by seed, with its 95% bootstrap "
+        parts.append(f"Δ: difference from {esc(baseline)} in {esc(primary)}, paired by seed, with its 95% Student-t "
                      "CI below (green: the CI excludes 0 on the better side); P(&gt;): the chance that a run beats a "
                      f"run of {esc(baseline)}.")
     if stability:

@@ -21,10 +21,11 @@ from harness.columns import Column, declare_columns, higher_is_better, is_detail
 from harness.protocols import DEFAULT_PROTOCOL, protocol_sort_key
 from harness.statistics import (
     bootstrap_ci,
-    paired_difference,
+    paired_t_difference,
     per_seed_ranks,
     probability_of_improvement,
     rank_stability,
+    t_interval,
 )
 
 __all__ = [
@@ -67,9 +68,10 @@ def metric_columns(rows: pd.DataFrame) -> list[str]:
     ]
 
 
-def summarise(values: pd.Series, *, n_boot: int, seed: int) -> dict[str, float]:
+def summarise(values: pd.Series) -> dict[str, float]:
+    """Mean, std and the 95% Student-t interval (`T_INTERVAL`) of the successful runs' values."""
     data = values.dropna().astype(float)
-    low, high = bootstrap_ci(data.to_numpy(), n_boot=n_boot, seed=seed)
+    low, high, _ = t_interval(data.to_numpy())
     return {
         "mean": float(data.mean()) if len(data) else float("nan"),
         "std": float(data.std(ddof=1)) if len(data) > 1 else float("nan"),
@@ -104,8 +106,6 @@ def leaderboard(
     primary: str | Mapping[str, str] = DEFAULT_PRIMARY,
     metrics: Sequence[str] | None = None,
     baseline: str | None = "erm",
-    n_boot: int = 2000,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """Per benchmark, protocol and method: counts, statistics of each metric, rank and comparisons.
 
@@ -120,7 +120,7 @@ def leaderboard(
     if final.empty:
         return pd.DataFrame(columns=FRONT)
     table = pd.DataFrame.from_records([
-        summary_record(keys, group, primary_for(primary, keys[0]), chosen, n_boot=n_boot, seed=seed)
+        summary_record(keys, group, primary_for(primary, keys[0]), chosen)
         for keys, group in final.groupby(KEYS, sort=True)
     ])
     if table.empty:  # every row lacked a benchmark or method
@@ -136,7 +136,7 @@ def leaderboard(
         ok = final[(final["benchmark"] == benchmark) & (final["protocol"] == protocol) & (final["status"] == "ok")]
         scores = seed_scores(ok, metric)
         overall = dict(zip(group["method"], table.loc[group.index, "rank"], strict=True))
-        extras.append(seed_comparisons(group, scores, overall, metric, baseline, n_boot=n_boot, seed=seed))
+        extras.append(seed_comparisons(group, scores, overall, metric, baseline))
     table = table.join(pd.concat(extras))
     table = table.merge(tuning_cost(rows), on=KEYS, how="left")
     table["tuning:trials"] = table["tuning:trials"].fillna(0).astype(int)
@@ -149,7 +149,7 @@ def leaderboard(
 
 
 def summary_record(
-    keys: tuple, group: pd.DataFrame, primary: str, metrics: Sequence[str], *, n_boot: int, seed: int
+    keys: tuple, group: pd.DataFrame, primary: str, metrics: Sequence[str]
 ) -> dict[str, object]:
     """Counts and mean/std/CI of every metric for one benchmark x protocol x method."""
     benchmark, protocol, method = keys
@@ -159,7 +159,7 @@ def summary_record(
         "n_failed": len(group) - len(ok), "primary_metric": primary,
     }
     for metric in metrics:
-        stats = summarise(ok[metric], n_boot=n_boot, seed=seed) if metric in ok else {}
+        stats = summarise(ok[metric]) if metric in ok else {}
         for stat in STATISTICS:
             record[f"{metric}:{stat}"] = stats.get(stat, float("nan"))
     return record
@@ -167,7 +167,7 @@ def summary_record(
 
 def seed_comparisons(
     group: pd.DataFrame, scores: pd.DataFrame, overall: Mapping[Hashable, float], metric: str,
-    baseline: str | None, *, n_boot: int, seed: int,
+    baseline: str | None,
 ) -> pd.DataFrame:
     """BASELINE_COLUMNS and RANK_COLUMNS for the methods of one benchmark x protocol (index as `group`)."""
     up = higher_is_better(metric)
@@ -178,9 +178,9 @@ def seed_comparisons(
     for index, method in zip(group.index, group["method"], strict=True):
         own = scores[method].dropna().to_dict() if method in scores else {}
         if has_baseline and method != baseline:
-            diff = paired_difference(own, base, n_boot=n_boot, seed=seed)
+            diff = paired_t_difference(own, base)
             p_improve = probability_of_improvement(list(own.values()), list(base.values()), higher_is_better=up)
-            out.loc[index, list(BASELINE_COLUMNS)] = [diff.mean, diff.ci_low, diff.ci_high, p_improve, diff.n_pairs]
+            out.loc[index, list(BASELINE_COLUMNS)] = [diff.mean, *diff.interval[:2], p_improve, diff.n_pairs]
         if stability is not None and method in stability.index:
             out.loc[index, list(RANK_COLUMNS)] = stability.loc[method, ["mean", "std", "stability"]].to_list()
     return out

@@ -38,7 +38,7 @@ def headline_format(metric: str) -> tuple[str, float, int]:
 
 
 def difference_cell(row: pd.Series, baseline: str, scale: float, digits: int) -> str:
-    """`+1.23 [+0.80, +1.66]`: the mean paired difference from the baseline and its 95% bootstrap CI."""
+    """`+1.23 [+0.80, +1.66]`: the mean paired difference from the baseline and its 95% Student-t CI."""
     if row["method"] == baseline:
         return "baseline"
     mean = row.get("vs_baseline:diff_mean", math.nan)

@@ -55,7 +55,7 @@ def test_the_toy_metric_evaluates_to_its_declared_column() -> None:
 
 
 def test_the_leaderboard_ranks_the_lowest_toy_score_first() -> None:
-    board = leaderboard(toy_rows(), primary=TOY, n_boot=200)
+    board = leaderboard(toy_rows(), primary=TOY)
     assert board["method"].tolist() == ["C", "erm", "B"]
     assert board["rank"].tolist() == [1.0, 2.0, 3.0]
     by_method = board.set_index("method")
@@ -64,7 +64,7 @@ def test_the_leaderboard_ranks_the_lowest_toy_score_first() -> None:
 
 
 def test_the_dashboard_table_orders_and_labels_the_toy_metric_lower_is_better() -> None:
-    board = leaderboard(toy_rows(), primary=TOY, n_boot=200)
+    board = leaderboard(toy_rows(), primary=TOY)
     html = leaderboard_table("digits", board, [TOY, "test/accuracy"], TOY, baseline="erm")
     assert "Ranked by test/mean_wrong_confidence (lower is better)" in html
     assert f'title="{TOY}: lower is better' in html and "mean_wrong_confidence ↓" in html
