@@ -86,6 +86,9 @@ class BenchmarkSpec(Strict):
     scenario: ScenarioSpec | None = Field(None, description="label noise / imbalance / few data on training data")
     tune_dataset: str | None = Field(None, description="cross_dataset protocol: tune on this dataset's data "
                                      "(same channels, classes and image size), then retrain on `dataset`")
+    reference_accuracy: float | None = Field(
+        None, gt=0, le=1, description="clean test accuracy a well-trained baseline reaches on this benchmark: "
+        "a claim whose baseline ends more than 2 points below it is 'not tested' (harness.verdicts)")
 
     @model_validator(mode="after")
     def _default_name(self) -> BenchmarkSpec:
@@ -97,7 +100,7 @@ class BenchmarkSpec(Strict):
     def _omit_absent_scenario(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # suites without a scenario keep the hashes (and result directories) they had before it existed
         data = handler(self)
-        for optional in ("scenario", "tune_dataset"):
+        for optional in ("scenario", "tune_dataset", "reference_accuracy"):
             if getattr(self, optional) is None:
                 data.pop(optional, None)
         return data

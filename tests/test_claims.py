@@ -76,6 +76,14 @@ def test_a_collapsed_continual_seed_is_flagged_on_either_side() -> None:
     assert (record.at_chance, record.baseline_at_chance) == (0, 2)
 
 
+def test_a_baseline_below_the_declared_reference_accuracy_leaves_the_claim_not_tested() -> None:
+    rows = pd.DataFrame(final_rows({"erm": (0.0, 0.0, 0.0), "up": (0.02, 0.03, 0.025)}))  # erm at 50%
+    suite = {**SUITE, "benchmarks": [{**SUITE["benchmarks"][0], "reference_accuracy": 0.91}]}
+    record = next(r for r in judge_claims(rows, suite, CLAIMS, {"ten": 10}) if r.method == "up")
+    assert record.verdict == "not tested" and "baseline adequate" in record.reason
+    assert next(r for r in judge_claims(rows, SUITE, CLAIMS, {"ten": 10}) if r.method == "up").verdict == "supported"
+
+
 def write_run(root: Path) -> Path:
     """A suite run with erm, kd (+2 points in every seed) and label_smoothing (+-0.5, no consistent gain)."""
     run_dir = root / "distill" / "0123456789abcdef"
