@@ -94,10 +94,12 @@ def _verdict_cell(row: ClaimVerdict) -> str:
 
 
 def gates_cell(row: ClaimVerdict) -> str:
-    """The gates checked, failed ones first and marked."""
+    """The gates, failed ones first and marked, then those passed, then those nothing declared to check."""
     failed = [f"FAILED {gate.name}: {gate.detail}" for gate in row.gates if not gate.passed]
-    passed = [gate.name for gate in row.gates if gate.passed]
-    return "; ".join(failed + ([f"passed: {', '.join(passed)}"] if passed else []))
+    passed = [gate.name for gate in row.gates if gate.passed and gate.checked]
+    unchecked = [f"{gate.name} ({gate.detail})" for gate in row.gates if gate.passed and not gate.checked]
+    return "; ".join(failed + ([f"passed: {', '.join(passed)}"] if passed else [])
+                     + ([f"not checked: {', '.join(unchecked)}"] if unchecked else []))
 
 
 def evidence_cell(row: ClaimVerdict) -> str:

@@ -34,11 +34,15 @@ MAX_RESOLVING_N = 1000  # beyond this, "more seeds" is no answer: the MDE is rep
 
 @dataclass(frozen=True)
 class Gate:
-    """One condition the evidence needs before any verdict: its name, whether it held, and why."""
+    """One condition the evidence needs before any verdict: its name, whether it held, and why.
+
+    A gate nothing declares the means to check (`checked=False`) does not block a verdict, but it is never
+    reported as passed: readers see it listed as not checked."""
 
     name: str
     passed: bool
     detail: str = ""
+    checked: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,10 @@ def judge_suite(claims: Sequence[ClaimEvidence], *, alpha: float = ALPHA, power:
 
 
 def baseline_adequacy(baseline_mean: float, reference: float | None, tolerance: float = 0.02) -> Gate:
-    """The baseline reaches the reference accuracy the benchmark declares, less `tolerance` (absent: passes)."""
+    """The baseline reaches the reference accuracy the benchmark declares, less `tolerance` (absent: not
+    checked, so the verdict does not claim the baseline was adequate)."""
     if reference is None:
-        return Gate("baseline adequate", True, "no reference declared")
+        return Gate("baseline adequate", True, "the benchmark declares no reference_accuracy", checked=False)
     ok = math.isfinite(baseline_mean) and baseline_mean >= reference - tolerance
     return Gate("baseline adequate", ok, f"baseline {baseline_mean:.4g} vs reference {reference:.4g}")
 

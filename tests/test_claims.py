@@ -84,6 +84,15 @@ def test_a_baseline_below_the_declared_reference_accuracy_leaves_the_claim_not_t
     assert next(r for r in judge_claims(rows, SUITE, CLAIMS, {"ten": 10}) if r.method == "up").verdict == "supported"
 
 
+def test_an_undeclared_reference_is_shown_as_not_checked_never_as_passed() -> None:
+    from dashboards.claims import gates_cell
+
+    rows = pd.DataFrame(final_rows({"erm": (0.0, 0.0, 0.0), "up": (0.02, 0.03, 0.025)}))
+    record = next(r for r in judge_claims(rows, SUITE, CLAIMS, {"ten": 10}) if r.method == "up")
+    cell = gates_cell(record)
+    assert "not checked: baseline adequate (the benchmark declares no reference_accuracy)" in cell
+    assert "baseline adequate" not in cell.split("not checked:")[0]
+
 def write_run(root: Path) -> Path:
     """A suite run with erm, kd (+2 points in every seed) and label_smoothing (+-0.5, no consistent gain)."""
     run_dir = root / "distill" / "0123456789abcdef"

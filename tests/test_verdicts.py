@@ -47,7 +47,8 @@ def test_tuning_health_needs_a_best_trial_above_chance_and_at_most_a_third_faile
     assert tuning_health([0.8, 0.7, float("nan")], chance=0.1).passed  # one of three failed: allowed
     assert not tuning_health([0.8, float("nan"), 0.11], chance=0.1).passed  # two of three bad
     assert not tuning_health([0.11, 0.1, 0.105], chance=0.1).passed  # a failed search is no evidence
-    assert baseline_adequacy(0.85, None).passed  # no reference declared: nothing to check
+    undeclared = baseline_adequacy(0.85, None)  # no reference declared: it cannot block, nor pass for checked
+    assert undeclared.passed and not undeclared.checked and baseline_adequacy(0.90, 0.91).checked
 
 
 def test_mde_shrinks_with_n_and_n_to_resolve_reaches_the_needed_effect() -> None:
