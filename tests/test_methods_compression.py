@@ -14,24 +14,14 @@ from torch import nn
 from harness.data import ImageArrays, load_split
 from harness.engine import TrainSettings, train
 from harness.evaluation import EvalInputs, EvaluationSettings, evaluate
-from harness.method import TrainContext, build_method
-from harness.models import build_model
+from harness.method import build_method
 from methods.aimp import cyclic_cosine, magnitude_masks, phase_bounds, sparsity_schedule
 from methods.groupwise_ptq import InputFakeQuant, quantize_groupwise
 from methods.polarization_prune import GatedBatchNorm2d, channels_to_remove, gated_layers, polarization
+from tests.method_fixtures import fields_context as context
+from tests.method_fixtures import tiny_model
 
 CPU = torch.device("cpu")
-
-
-def context(**changes: object) -> TrainContext:
-    fields = dict(step=0, total_steps=10, epoch=0, num_classes=10, device=CPU,
-                  generator=torch.Generator().manual_seed(0))
-    return TrainContext(**(fields | changes))
-
-
-def tiny_model(seed: int = 0, name: str = "tiny_cnn") -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,))
 
 
 def weight_sparsity(model: nn.Module) -> float:

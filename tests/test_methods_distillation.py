@@ -11,16 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.data import ImageArrays
 from harness.engine import TrainSettings, train
 from harness.method import TrainContext, build_method
-from harness.models import build_model
 from methods.bd_kd import balanced_divergence, kl_per_sample
 from methods.gambler_kd import knowledge_adjustment
 from methods.nkd import nkd_terms
 from methods.pld import plackett_luce_loss, teacher_optimal_order
 from methods.uskd import WithWeakClassifier, intermediate_tap, soft_target_weights, zipf_non_target_labels
 from tests.fixed_models import FixedLogits
+from tests.method_fixtures import blank_images as images
+from tests.method_fixtures import classes_context as context
+from tests.method_fixtures import net, teacher_context, tiny, tiny_images
 
 CPU = torch.device("cpu")
 
@@ -31,42 +32,8 @@ def frozen(logits: list[list[float]]) -> nn.Module:
     return teacher
 
 
-def context(num_classes: int, teacher: nn.Module | None = None, step: int = 0,
-            total_steps: int = 1) -> TrainContext:
-    return TrainContext(step=step, total_steps=total_steps, epoch=0, num_classes=num_classes, device=CPU,
-                        teacher=teacher)
-
-
-def images(n: int, channels: int = 1, size: int = 2) -> torch.Tensor:
-    return torch.zeros(n, channels, size, size)
-
-
-def tiny(channels: int = 1, classes: int = 10, size: int = 8, name: str = "fast_cnn") -> nn.Module:
-    torch.manual_seed(0)
-    return build_model(name, in_channels=channels, num_classes=classes, image_size=size,
-                       mean=(0.5,) * channels, std=(0.25,) * channels)
-
-
 CLASSES = 10
 LN2, LN3, LN_1_5 = math.log(2.0), math.log(3.0), math.log(1.5)
-
-
-def net(name: str = "fast_cnn", seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, in_channels=1, num_classes=CLASSES, image_size=8, mean=(0.5,), std=(0.25,))
-
-
-def tiny_images(n: int = 64) -> ImageArrays:
-    """Random uint8 1x8x8 images with balanced labels over 10 classes."""
-    images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return ImageArrays(images, torch.arange(n, dtype=torch.int64) % CLASSES)
-
-
-def teacher_context(teacher: nn.Module | None = None, teacher_model: str | None = "fast_cnn",
-                    build: object = None) -> TrainContext:
-    return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU, teacher=teacher,
-                        num_samples=64, input_shape=(1, 8, 8), teacher_model=teacher_model,
-                        build_model=build or (lambda name=None: net(name or "fast_cnn", seed=7)))
 
 
 # ---------------------------------------------------------------- nkd

@@ -13,67 +13,24 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness.data import ImageArrays
 from harness.engine import TrainSettings, train
 from harness.method import METHODS, TrainContext, build_method
-from harness.models import build_model
 from methods._layers import ResidualBlockWithActivations, output_layer
 from methods.atac import ATACUnit
 from methods.final_bn import BatchNormLinear
 from methods.ghost_bn import GhostBatchNorm2d
 from methods.weight_align import ChannelAffine, WeightAlignConv2d
 from methods.weighted_conv import WeightedConv2d, density_profile
+from tests.method_fixtures import (
+    assert_maps_images_to_logits,
+    net,
+    prepared,
+    teacher_context,
+    tiny_images,
+)
 
 CPU = torch.device("cpu")
 CLASSES = 10
-
-
-def context(seed: int = 0) -> TrainContext:
-    return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU,
-                        generator=torch.Generator().manual_seed(seed), seed=seed)
-
-
-def model(name: str = "fast_cnn", channels: int = 1, size: int = 8, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, in_channels=channels, num_classes=CLASSES, image_size=size,
-                       mean=(0.5,) * channels, std=(0.25,) * channels)
-
-
-def prepared(method: str, name: str = "fast_cnn", channels: int = 1, size: int = 8,
-             **config: object) -> tuple[nn.Module, nn.Module]:
-    """(original, prepared copy) of a freshly built model."""
-    original = model(name, channels, size)
-    return original, build_method(method, config).prepare_model(copy.deepcopy(original), context())
-
-
-def assert_maps_images_to_logits(net: nn.Module, channels: int = 1, size: int = 8) -> None:
-    images = torch.rand(6, channels, size, size, generator=torch.Generator().manual_seed(1))
-    net.train()
-    net(images).float().sum().backward()
-    net.eval()
-    with torch.no_grad():
-        first, second = net(images), net(images)
-    assert tuple(first.shape) == (6, CLASSES)
-    assert torch.isfinite(first).all()
-    assert torch.equal(first, second)  # deterministic in eval mode
-
-
-def net(name: str = "fast_cnn", seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, in_channels=1, num_classes=CLASSES, image_size=8, mean=(0.5,), std=(0.25,))
-
-
-def tiny_images(n: int = 64) -> ImageArrays:
-    """Random uint8 1x8x8 images with balanced labels over 10 classes."""
-    images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return ImageArrays(images, torch.arange(n, dtype=torch.int64) % CLASSES)
-
-
-def teacher_context(teacher: nn.Module | None = None, teacher_model: str | None = "fast_cnn",
-                    build: object = None) -> TrainContext:
-    return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU, teacher=teacher,
-                        num_samples=64, input_shape=(1, 8, 8), teacher_model=teacher_model,
-                        build_model=build or (lambda name=None: net(name or "fast_cnn", seed=7)))
 
 
 def samples(count: int) -> TrainContext:

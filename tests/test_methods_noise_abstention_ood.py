@@ -12,48 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.sources import UNLABELLED
-from harness.method import TrainContext, build_method
-from harness.models import build_model
+from harness.method import build_method
 from methods._common import gambler_loss
 from methods.bos import boundary_samples, confidence_loss, uniform_kl
 from methods.p_diff import probability_difference
 from tests.fixed_models import FixedLogits
+from tests.method_fixtures import blank_images as images
+from tests.method_fixtures import classes_context as context
+from tests.method_fixtures import constant_logits_model, step_context, tiny
 
 CPU = torch.device("cpu")
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
 
-def context(num_classes: int, teacher: nn.Module | None = None, step: int = 0,
-            total_steps: int = 1) -> TrainContext:
-    return TrainContext(step=step, total_steps=total_steps, epoch=0, num_classes=num_classes, device=CPU,
-                        teacher=teacher)
-
-
-def images(n: int, channels: int = 1, size: int = 2) -> torch.Tensor:
-    return torch.zeros(n, channels, size, size)
-
-
-def tiny(channels: int = 1, classes: int = 10, size: int = 8, name: str = "fast_cnn") -> nn.Module:
-    torch.manual_seed(0)
-    return build_model(name, in_channels=channels, num_classes=classes, image_size=size,
-                       mean=(0.5,) * channels, std=(0.25,) * channels)
-
-
 CLASSES = 10
-
-
-def step_context(step: int = 0, total_steps: int = 10) -> TrainContext:
-    return TrainContext(step=step, total_steps=total_steps, epoch=0, num_classes=CLASSES, device=CPU,
-                        generator=torch.Generator().manual_seed(0))
-
-
-def constant_logits_model(bias: list[float]) -> nn.Module:
-    """Logits equal to `bias` for every image (zero weights)."""
-    linear = nn.Linear(4, len(bias))
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.copy_(torch.tensor(bias))
-    return nn.Sequential(nn.Flatten(), linear)
 
 
 # ---------------------------------------------------------------- p_diff

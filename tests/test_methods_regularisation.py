@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.sources import UNLABELLED
-from harness.method import TrainContext, build_method
-from harness.models import build_model
+from harness.method import build_method
 from methods._layers import (
     swap_activations,
 )
@@ -25,58 +24,18 @@ from methods.max_dropout import MaxDropout
 from methods.multi_sample_dropout import MultiSampleDropoutLinear
 from methods.norm_loss import norm_penalty
 from methods.perlin_init import input_shape, perlin_batch, perlin_noise
+from tests.method_fixtures import (
+    assert_maps_images_to_logits,
+    constant_logits_model,
+    model,
+    prepared,
+    step_context,
+    tiny_cnn,
+)
+from tests.method_fixtures import seeded_context as context
 
 CPU = torch.device("cpu")
 CLASSES = 10
-
-
-def context(seed: int = 0) -> TrainContext:
-    return TrainContext(step=0, total_steps=2, epoch=0, num_classes=CLASSES, device=CPU,
-                        generator=torch.Generator().manual_seed(seed), seed=seed)
-
-
-def model(name: str = "fast_cnn", channels: int = 1, size: int = 8, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, in_channels=channels, num_classes=CLASSES, image_size=size,
-                       mean=(0.5,) * channels, std=(0.25,) * channels)
-
-
-def prepared(method: str, name: str = "fast_cnn", channels: int = 1, size: int = 8,
-             **config: object) -> tuple[nn.Module, nn.Module]:
-    """(original, prepared copy) of a freshly built model."""
-    original = model(name, channels, size)
-    return original, build_method(method, config).prepare_model(copy.deepcopy(original), context())
-
-
-def assert_maps_images_to_logits(net: nn.Module, channels: int = 1, size: int = 8) -> None:
-    images = torch.rand(6, channels, size, size, generator=torch.Generator().manual_seed(1))
-    net.train()
-    net(images).float().sum().backward()
-    net.eval()
-    with torch.no_grad():
-        first, second = net(images), net(images)
-    assert tuple(first.shape) == (6, CLASSES)
-    assert torch.isfinite(first).all()
-    assert torch.equal(first, second)  # deterministic in eval mode
-
-
-def step_context(step: int = 0, total_steps: int = 10) -> TrainContext:
-    return TrainContext(step=step, total_steps=total_steps, epoch=0, num_classes=CLASSES, device=CPU,
-                        generator=torch.Generator().manual_seed(0))
-
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model("fast_cnn", in_channels=1, num_classes=CLASSES, image_size=8, mean=(0.5,), std=(0.25,))
-
-
-def constant_logits_model(bias: list[float]) -> nn.Module:
-    """Logits equal to `bias` for every image (zero weights)."""
-    linear = nn.Linear(4, len(bias))
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.bias.copy_(torch.tensor(bias))
-    return nn.Sequential(nn.Flatten(), linear)
 
 
 def norm_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

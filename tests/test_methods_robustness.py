@@ -12,28 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.data import ImageArrays
 from harness.evaluation.attacks import pgd_linf
 from harness.method import TrainContext, build_method
-from harness.models import build_model
 from methods.adv_finetune import slow_start_fast_decay
 from methods.ani import NoisyBatchNorm2d, adaptive_noise
 from methods.trades import kl_attack, kl_divergence, trades_objective
 from methods.xat import multiplicative_attack
+from tests.method_fixtures import net, tiny, tiny_images
 
 CPU = torch.device("cpu")
 CLASSES = 10
-
-
-def net(name: str = "fast_cnn", seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, in_channels=1, num_classes=CLASSES, image_size=8, mean=(0.5,), std=(0.25,))
-
-
-def tiny_images(n: int = 64) -> ImageArrays:
-    """Random uint8 1x8x8 images with balanced labels over 10 classes."""
-    images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return ImageArrays(images, torch.arange(n, dtype=torch.int64) % CLASSES)
 
 
 def frozen_teacher(name: str = "fast_cnn", seed: int = 123) -> nn.Module:
@@ -54,16 +42,6 @@ def classes_context(num_classes: int, teacher: nn.Module | None = None, step: in
                     total_steps: int = 1) -> TrainContext:
     return TrainContext(step=step, total_steps=total_steps, epoch=0, num_classes=num_classes, device=CPU,
                         teacher=teacher)
-
-
-def images(n: int, channels: int = 1, size: int = 2) -> torch.Tensor:
-    return torch.zeros(n, channels, size, size)
-
-
-def tiny(channels: int = 1, classes: int = 10, size: int = 8, name: str = "fast_cnn") -> nn.Module:
-    torch.manual_seed(0)
-    return build_model(name, in_channels=channels, num_classes=classes, image_size=size,
-                       mean=(0.5,) * channels, std=(0.25,) * channels)
 
 
 # ---------------------------------------------------------------- trades

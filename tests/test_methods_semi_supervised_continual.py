@@ -14,39 +14,19 @@ from harness.data import ImageArrays, load_split
 from harness.data.sources import UNLABELLED
 from harness.data.tasks import class_incremental
 from harness.engine import TrainSettings, train
-from harness.method import TrainContext, build_method
-from harness.models import build_model
+from harness.method import build_method
 from methods._layers import forward_with_features, output_layer
 from methods._replay import ReservoirBuffer
 from methods.er import exponential_per_task, task_bounds
 from methods.mean_teacher import ema_update, local_clustering_loss, sigmoid_rampup
 from methods.weight_aligning import align_weights
+from tests.method_fixtures import fields_context as context
+from tests.method_fixtures import step_context, tiny_cnn, tiny_model
 
 CPU = torch.device("cpu")
 
 
-def context(**changes: object) -> TrainContext:
-    fields = dict(step=0, total_steps=10, epoch=0, num_classes=10, device=CPU,
-                  generator=torch.Generator().manual_seed(0))
-    return TrainContext(**(fields | changes))
-
-
-def tiny_model(seed: int = 0, name: str = "tiny_cnn") -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, in_channels=1, num_classes=10, image_size=8, mean=(0.3,), std=(0.37,))
-
-
 CLASSES = 10
-
-
-def step_context(step: int = 0, total_steps: int = 10) -> TrainContext:
-    return TrainContext(step=step, total_steps=total_steps, epoch=0, num_classes=CLASSES, device=CPU,
-                        generator=torch.Generator().manual_seed(0))
-
-
-def tiny_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model("fast_cnn", in_channels=1, num_classes=CLASSES, image_size=8, mean=(0.5,), std=(0.25,))
 
 
 # ---------------------------------------------------------------- mean_teacher
