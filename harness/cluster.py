@@ -9,7 +9,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+from harness.plugins import PLUGINS_ENV
+from harness.provenance import node_id
 
 QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
@@ -78,7 +82,6 @@ def connect(address: str | None = None, *, verbose: bool = False, num_cpus: int 
 
 def worker_env() -> dict[str, str]:
     """Environment every Ray worker gets: quiet logs, the Train poll interval, and unpackaged plugins."""
-    from harness.plugins import PLUGINS_ENV
 
     env = {key: os.environ[key] for key in QUIET_ENV}
     for key in (PLUGINS_ENV, "HARNESS_DATA_DIR", "HARNESS_OFFLINE"):
@@ -108,10 +111,6 @@ def submit_teacher(bench: Any, phase: str, seed: int, split_seed: int, cpus: flo
 
 
 def _teacher_task(fn: Any, bench: Any, phase: str, seed: int, split_seed: int, threads: int) -> Any:
-    from datetime import UTC, datetime
-
-    from harness.provenance import node_id
-
     state, metrics = fn(bench, phase, seed, split_seed, threads)
     metrics["node_id"] = node_id()
     metrics["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

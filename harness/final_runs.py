@@ -27,6 +27,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from harness.engine import Checkpointing
 from harness.jobs import RunSpec, final_run, tuning_trial
+from harness.provenance import hardware, node_id
 from harness.storage import Storage
 
 METRICS_FILE = "metrics.json"
@@ -67,8 +68,6 @@ def trainer(loop: Any, config: dict[str, Any], workers: Workers, run_config: Run
 
 
 def _train_loop(config: dict[str, Any]) -> None:
-    from harness.provenance import hardware, node_id
-
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     wrap = ray.train.torch.prepare_model if world_size > 1 else None
@@ -128,7 +127,6 @@ def fit_final(spec: RunSpec, teacher_state: bytes | None, *, storage: Storage, n
 def _tuning_loop(config: dict[str, Any]) -> None:
     """One worker of a multi-worker tuning trial: every rank trains its shard and reports every epoch
     (Train requires all ranks to report); Tune receives rank 0's report."""
-    from harness.provenance import node_id
 
     context = ray.train.get_context()
     world_size, where = context.get_world_size(), node_id()

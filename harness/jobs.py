@@ -41,6 +41,7 @@ from harness.evaluation import EvalInputs, evaluate
 from harness.evaluation.continual import continual_scores, task_accuracies
 from harness.method import Method, MethodInfo, TrainContext, build_method
 from harness.models import build_model
+from harness.plugins import discover_methods
 from harness.protocols import DEFAULT_PROTOCOL, get_protocol
 from harness.suite import BenchmarkSpec, MethodEntry
 from harness.train_settings import Budget, TrainSettings
@@ -342,7 +343,6 @@ def task_accuracy_matrix(snapshots: list[nn.Module], test: ImageArrays, stream: 
 
 def method_info(spec: RunSpec) -> MethodInfo:
     from harness.method import METHODS
-    from harness.plugins import discover_methods
 
     discover_methods()
     return METHODS.get(spec.method.name).info

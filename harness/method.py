@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from harness.data.sources import UNLABELLED
+from harness.plugins import discover_methods
 from harness.registry import Registry
 from harness.search_space import Dimension
 
@@ -254,7 +255,6 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 def build_method(name: str, overrides: Mapping[str, Any] | None = None) -> Method:
     """Instantiate a registered method with its config defaults updated by `overrides`."""
-    from harness.plugins import discover_methods
 
     discover_methods()  # a fresh Ray worker has imported no plugin yet
     cls = METHODS.get(name)

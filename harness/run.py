@@ -17,8 +17,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness import cluster
 from harness.cluster import ClusterInfo
 from harness.errors import HarnessInputError
+from harness.progress import Progress
 from harness.report import wide_console
 from harness.storage import Storage, resolve_storage
 from harness.store import ResultStore, StoreWriteError
@@ -142,9 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def execute(suite: Suite, run_dir: Path, args: argparse.Namespace, console: Console,
             lock: WriterLock | None = None) -> int:
-    from harness import cluster
     from harness.leaderboard import leaderboard
-    from harness.progress import Progress
     from harness.report import print_leaderboard
     from harness.runner import SuiteRunner
     from harness.store import read_results

@@ -30,8 +30,10 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from harness.cluster import slots
 from harness.errors import HarnessInputError
 from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX, RunSpec, tuning_trial
+from harness.provenance import node_id
 from harness.search_space import Choice, Dimension, FloatRange, IntRange
 from harness.storage import Storage, local_storage
 from harness.store import fsync_directory, make_durable_dir
@@ -364,7 +366,6 @@ def trial_resources(tuning: TuningSpec) -> dict[str, float]:
 
 def trial_concurrency(tuning: TuningSpec, cluster_cpus: float, cluster_gpus: float = 0.0) -> int:
     """Trials at once: `max_concurrent`, else as many whole trials (all their workers) as the cluster holds."""
-    from harness.cluster import slots
 
     return tuning.max_concurrent or slots(cluster_cpus, cluster_gpus, tuning.cpus_per_trial, tuning.gpus_per_trial)
 
@@ -373,7 +374,6 @@ def _trial_function(config: dict[str, Any], cells: Mapping[str, tuple[RunSpec, A
                     training: TrialTraining | None = None) -> None:
     import ray
 
-    from harness.provenance import node_id
 
     spec, teacher = cells[config[CELL_KEY]]
     if isinstance(teacher, ray.ObjectRef):  # the teacher trains as its own task; wait for it here

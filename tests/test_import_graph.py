@@ -3,7 +3,8 @@
 The graph is read from the source with `ast`, so a cycle hidden behind a function-local import (which
 Python tolerates until the day the call order changes) counts. `KNOWN_CYCLES` lists the cycles we still
 have; it may only shrink: a new cycle fails, and so does an entry whose cycle is gone. Function-local
-imports are kept for heavy optional dependencies; `KNOWN_LOCAL_IMPORTS` lists the other ones left.
+imports are kept for heavy optional dependencies: a module of `HEAVY_MODULES`, or a harness module whose
+import loads one (deferring `harness.tuning` defers Ray Tune); `KNOWN_LOCAL_IMPORTS` lists any other left.
 
 An edge is what a statement names: `from harness.x import y` is harness.x.y when that is a module, else
 harness.x. The parent packages Python also runs first are not edges: a package whose `__init__` re-exports
@@ -34,23 +35,7 @@ HEAVY_MODULES = frozenset(
 # Function-local imports of anything else (harness's own modules above all), importer -> imported.
 # They exist to dodge cycles or to keep Ray/torch off the import path of light modules; move each to
 # the top of its module when you can and delete its entry. A new one fails, and so does a stale entry.
-KNOWN_LOCAL_IMPORTS: dict[str, frozenset[str]] = {
-    "harness.cluster": frozenset({"datetime", "harness.jobs", "harness.plugins", "harness.provenance"}),
-    "harness.final_runs": frozenset({"harness.provenance"}),
-    "harness.jobs": frozenset({"harness.data", "harness.method", "harness.plugins"}),
-    "harness.method": frozenset({"harness.plugins"}),
-    "harness.plan": frozenset({"harness.jobs", "harness.tuning"}),
-    "harness.protocols": frozenset({"harness.data"}),
-    "harness.run": frozenset(
-        {
-            "harness.cluster", "harness.data", "harness.leaderboard", "harness.plan", "harness.progress",
-            "harness.report", "harness.runner", "harness.store", "harness.tuning",
-        }
-    ),  # fmt: skip
-    "harness.runner": frozenset({"harness.final_runs", "harness.tuning"}),
-    "harness.suite": frozenset({"harness.storage"}),
-    "harness.tuning": frozenset({"harness.cluster", "harness.final_runs", "harness.provenance"}),
-}
+KNOWN_LOCAL_IMPORTS: dict[str, frozenset[str]] = {}
 
 
 def package_modules(package_dir: Path) -> dict[str, Path]:
@@ -156,6 +141,45 @@ def function_local_imports(package_dir: Path) -> dict[str, set[str]]:
     return found
 
 
+def top_level_statements(tree: ast.AST) -> Iterator[ast.stmt]:
+    """The import statements that run when the module is imported: not in a function, not under TYPE_CHECKING."""
+    pending = list(ast.iter_child_nodes(tree))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        pending.extend(ast.iter_child_nodes(node))
+
+
+def heavy_at_import(package_dir: Path) -> set[str]:
+    """The package's modules whose import loads a HEAVY_MODULES dependency, directly or through another."""
+    modules = package_modules(package_dir)
+    direct: dict[str, set[str]] = {}
+    heavy: set[str] = set()
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        top = set(top_level_statements(tree))
+        direct[module] = set()
+        for node, names in imported_names(module, path, tree):
+            if node not in top:
+                continue
+            direct[module] |= statement_targets(node, names, modules) - {module}
+            outside = names if isinstance(node, ast.Import) else names[-1:]
+            if any(resolve(n, modules) is None and n.split(".")[0] in HEAVY_MODULES for n in outside):
+                heavy.add(module)
+    changed = True
+    while changed:  # a module is heavy when anything it imports at load is
+        grown = {m for m, targets in direct.items() if targets & heavy} - heavy
+        heavy |= grown
+        changed = bool(grown)
+    return heavy
+
+
 def describe(cycle: frozenset[str]) -> str:
     return "{" + ", ".join(sorted(cycle)) + "}"
 
@@ -180,11 +204,16 @@ def test_known_cycles_still_exist() -> None:
     )
 
 
+def light_local_imports(package_dir: Path) -> dict[str, set[str]]:
+    """Function-local imports of what is cheap to import: neither a heavy dependency nor a module of the
+    package whose import loads one (a local import of `harness.tuning` defers Ray Tune: allowed)."""
+    heavy = heavy_at_import(package_dir)
+    return {module: {n for n in names if n.split(".")[0] not in HEAVY_MODULES and n not in heavy}
+            for module, names in function_local_imports(package_dir).items()}
+
+
 def test_function_local_imports_are_heavy_or_known() -> None:
-    unexpected = {
-        module: sorted(name for name in names if name.split(".")[0] not in HEAVY_MODULES)
-        for module, names in function_local_imports(ROOT / "harness").items()
-    }
+    unexpected = {module: sorted(names) for module, names in light_local_imports(ROOT / "harness").items()}
     unexpected = {
         module: [name for name in names if name not in KNOWN_LOCAL_IMPORTS.get(module, ())]
         for module, names in unexpected.items()
@@ -197,7 +226,7 @@ def test_function_local_imports_are_heavy_or_known() -> None:
 
 
 def test_known_local_imports_are_still_there() -> None:
-    found = function_local_imports(ROOT / "harness")
+    found = light_local_imports(ROOT / "harness")
     gone = {module: sorted(names - found.get(module, set())) for module, names in KNOWN_LOCAL_IMPORTS.items()}
     gone = {module: names for module, names in gone.items() if names}
     assert not gone, f"these function-local imports are gone (well done): delete them from KNOWN_LOCAL_IMPORTS: {gone}"
@@ -249,3 +278,18 @@ def test_tarjan_finds_each_component_once() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}
     components = strongly_connected_components(graph)
     assert sorted(map(sorted, components)) == [["a", "b", "c"], ["d", "e"], ["f"]]
+
+
+def test_a_local_import_may_defer_a_module_that_loads_a_heavy_dependency_only(tmp_path: Path) -> None:
+    package = write_package(
+        tmp_path,
+        {
+            "toy/__init__.py": "",
+            "toy/gpu.py": "import torch\n",
+            "toy/wrapper.py": "from toy import gpu\n",  # heavy through gpu
+            "toy/light.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n",
+            "toy/user.py": "def run():\n    from toy import wrapper, light\n    return wrapper, light\n",
+        },
+    )
+    assert heavy_at_import(package) == {"toy.gpu", "toy.wrapper"}  # a TYPE_CHECKING import never runs
+    assert light_local_imports(package) == {"toy.user": {"toy.light"}}
