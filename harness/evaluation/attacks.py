@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from harness.schema import Strict
+
 Step = Callable[[torch.Tensor], torch.Tensor]  # loss gradient -> move of the adversarial images
 Projection = Callable[[torch.Tensor], torch.Tensor]  # moved images -> back into the ball and [0,1]
 
@@ -48,10 +50,9 @@ def check_epsilon_grid(epsilons: tuple[float, ...], norm: str) -> tuple[float, .
     return tuple(float(epsilon) for epsilon in epsilons)
 
 
-class AttackSettings(pydantic.BaseModel):
+class AttackSettings(Strict):
     """The attack family's part of `EvaluationSettings`: `pgd_linf`, `robustness_curve` and `autoattack`."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     pgd_epsilon: float = Field(
         0.1, ge=0.0, le=1.0, description="L-inf radius of the PGD attack, in [0,1] pixel units."

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import pydantic
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+
+from harness.schema import Strict
 
 
 def _check(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -138,10 +139,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     return temperature
 
 
-class CalibrationSettings(pydantic.BaseModel):
+class CalibrationSettings(Strict):
     """The calibration family's part of `EvaluationSettings`: `ece`, `temperature_scaling` and the split it fits on."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     ece_bins: int = Field(
         15, ge=1, description="Equal-width confidence bins of the expected calibration error."

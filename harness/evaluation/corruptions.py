@@ -26,6 +26,7 @@ from pydantic import Field
 
 from harness.errors import UnknownNameError
 from harness.registry import Registry
+from harness.schema import Strict
 
 Tensor = torch.Tensor
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -502,10 +503,9 @@ def check_severities(severities: tuple[int, ...]) -> tuple[int, ...]:
     return severities
 
 
-class CorruptionSettings(pydantic.BaseModel):
+class CorruptionSettings(Strict):
     """The corruption family's part of `EvaluationSettings`: `gaussian_noise` and `corruptions`."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     noise_std: float = Field(
         0.1,

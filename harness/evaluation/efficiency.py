@@ -32,10 +32,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pydantic
 import torch
 from pydantic import Field
 from torch.utils.flop_counter import FlopCounterMode
+
+from harness.schema import Strict
 
 DEVICE_CODES: dict[str, int] = {"cpu": 0, "cuda": 1, "mps": 2, "xpu": 3}
 DTYPE_CODES: dict[str, int] = {"float32": 0, "float16": 1, "bfloat16": 2, "float64": 3}
@@ -298,10 +299,9 @@ def sparse_forward_flops(model: torch.nn.Module, input_shape: tuple[int, ...]) -
     return total
 
 
-class EfficiencySettings(pydantic.BaseModel):
+class EfficiencySettings(Strict):
     """The cost family's part of `EvaluationSettings`: how `latency` and `throughput` are timed."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     latency_warmup: int = Field(
         10, ge=0, description="Untimed CPU forward calls before latency timing, at each latency batch size."

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import pydantic
 import torch
 from pydantic import Field
 
@@ -41,7 +40,6 @@ class EvaluationSettings(
     every metric shares.
     """
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     batch_size: int = Field(1000, ge=1, description="Examples per forward pass during evaluation.")
     seed: int = Field(0, ge=0, description="Seed of the attack subset, PGD random starts and Gaussian noise.")

@@ -11,11 +11,12 @@ import re
 import pydantic
 from pydantic import Field
 
+from harness.schema import Strict
 
-class OodSettings(pydantic.BaseModel):
+
+class OodSettings(Strict):
     """Settings of the `ood` metric."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     ood_sets: tuple[str, ...] = Field(
         ("noise_uniform", "noise_gaussian_blobs"),
