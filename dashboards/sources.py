@@ -36,6 +36,8 @@ import pandas as pd
 import yaml
 
 from dashboards.claims import run_dirs
+from harness.bundle import SUFFIX as BUNDLE_SUFFIX
+from harness.bundle import BundleError, read_bundle
 from harness.errors import HarnessInputError
 from harness.store import RESULTS_FILE, UnreadableRowError, read_results
 
@@ -122,18 +124,30 @@ def _load_run_dir(run_dir: Path) -> _Loaded:
     return _Loaded(str(run_dir), name, suite_hash, suite_yaml, rows, run_dir)
 
 
+def _load_bundle(path: Path) -> _Loaded:
+    try:
+        bundle = read_bundle(path)
+        rows = bundle.rows()
+    except (BundleError, OSError, ValueError) as error:  # pyarrow's errors are OSError / ValueError
+        raise SourceError(str(error)) from None
+    name, suite_hash = run_identity(str(path), bundle.suite_yaml, rows, bundle.suite_hash)
+    return _Loaded(str(path), name, suite_hash, bundle.suite_yaml, rows, None)
+
+
 def _sources_under(path: Path) -> list[_Loaded]:
+    """The runs one path holds: a run directory, a bundle, or every run and bundle found below a folder."""
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
-    if path.is_dir() and is_run_dir(path):
+    if path.is_file():
+        return [_load_bundle(path)]
+    if is_run_dir(path):
         return [_load_run_dir(path)]
-    if path.is_dir():
-        found = [_load_run_dir(run_dir) for run_dir in run_dirs(path)]
-        if not found:
-            raise SourceError(f"{path}: no suite run in this folder (a run directory holds suite.yaml and rows/ "
-                              f"or {RESULTS_FILE})")
-        return found
-    raise SourceError(f"{path}: not a run directory, nor a folder holding runs")
+    found = [_load_run_dir(run_dir) for run_dir in run_dirs(path)]
+    found += [_load_bundle(bundle) for bundle in sorted(path.rglob(f"*{BUNDLE_SUFFIX}"))]
+    if not found:
+        raise SourceError(f"{path}: no suite run in this folder (a run directory holds suite.yaml and rows/ "
+                          f"or {RESULTS_FILE}; a bundle is a *{BUNDLE_SUFFIX} file)")
+    return found
 
 
 def row_digest(row: Mapping[str, Any]) -> str:
