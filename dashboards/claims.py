@@ -25,6 +25,7 @@ from harness.claims import (
     ClaimVerdict,
     TrainingLength,
     judge_claims,
+    metric_number,
     unmeasured_claims,
 )
 from harness.data import DATASETS
@@ -110,11 +111,7 @@ def evidence_cell(row: ClaimVerdict) -> str:
     return f"{row.seeds} x {row.studies}; {row.interval_method}{mde}"
 
 
-def _number(value: float, metric: str) -> str:
-    """Accuracies in % with two decimals; other metrics (AURC, AUROC, bytes) to four significant digits."""
-    if not math.isfinite(value):
-        return "n/a"
-    return f"{value * 100.0:.2f}" if metric.endswith("accuracy") else f"{value:.4g}"
+_number = metric_number
 
 
 def render(rows: Sequence[ClaimVerdict], root: Path, notes: Path | None = None) -> str:

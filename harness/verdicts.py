@@ -17,7 +17,7 @@ effect the claim needs (`margin`), and the gates its runs passed; numpy and scip
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,6 +30,11 @@ Verdict = Literal["supported", "not supported", "inconclusive", "not tested"]
 ALPHA = 0.05  # family-wise error rate of "supported" across one suite's claims (Holm)
 POWER = 0.8
 MAX_RESOLVING_N = 1000  # beyond this, "more seeds" is no answer: the MDE is reported as unresolvable
+
+
+def plain_number(value: float) -> str:
+    """An effect in the metric's own units, three significant digits (the default of a verdict's reason)."""
+    return f"{value:.3g}"
 
 
 @dataclass(frozen=True)
@@ -97,13 +102,15 @@ def n_to_resolve(sd: float, effect: float, *, alpha: float = ALPHA, power: float
 def judge(
     differences: Sequence[float] | np.ndarray, *, kind: Literal["better", "no_worse"], margin: float,
     gates: Sequence[Gate] = (), alpha: float = ALPHA, power: float = POWER, adjusted_p: float | None = None,
+    show: Callable[[float], str] = plain_number,
 ) -> Judgement:
     """The verdict for paired differences (up is good) against a claim of `kind` with its `margin`.
 
     `adjusted_p` is this claim's Holm-adjusted p-value within its suite (`judge_suite`; None: judged alone)
     and decides "supported" against `alpha`; `margin`
     is, for `better`, the smallest gain the claim needs (the equivalence bound of TOST), for `no_worse`
-    the largest loss in line with it.
+    the largest loss in line with it. `show` writes an effect (margin, MDE) in the unit the caller's table
+    uses (docs/claims.md: accuracy points), so the reason and the row never disagree.
     """
     data = finite(differences)
     n = len(data)
@@ -124,10 +131,10 @@ def judge(
     if opposite <= alpha:
         return Judgement("not supported", f"the opposite of the claim holds (p = {opposite:.3g})", p, mde, n, None)
     if kind == "better" and tost_p(data, margin) <= alpha:
-        return Judgement("not supported", f"TOST: the difference lies within +-{margin:g}", p, mde, n, None)
+        return Judgement("not supported", f"TOST: the difference lies within +-{show(margin)}", p, mde, n, None)
     needed = margin if kind == "better" and margin > 0 else abs(float(data.mean()) - bar)
     resolve = n_to_resolve(sd, needed, alpha=alpha, power=power)
-    reason = f"MDE {mde:.3g} at n = {n}; " + (f"n = {resolve} would resolve {needed:.3g}" if resolve
+    reason = f"MDE {show(mde)} at n = {n}; " + (f"n = {resolve} would resolve {show(needed)}" if resolve
                                               else "no affordable n resolves it")
     return Judgement("inconclusive", reason, p, mde, n, resolve)
 
@@ -154,6 +161,7 @@ class ClaimEvidence:
     kind: Literal["better", "no_worse"]
     margin: float
     gates: Sequence[Gate] = ()
+    show: Callable[[float], str] = plain_number  # an effect in the unit of the caller's table
 
 
 def judge_suite(claims: Sequence[ClaimEvidence], *, alpha: float = ALPHA, power: float = POWER) -> list[Judgement]:
@@ -161,7 +169,7 @@ def judge_suite(claims: Sequence[ClaimEvidence], *, alpha: float = ALPHA, power:
     raw = [one_sided_p(finite(c.differences), 0.0 if c.kind == "better" else -c.margin) for c in claims]
     adjusted = holm_adjusted(raw)
     return [judge(c.differences, kind=c.kind, margin=c.margin, gates=c.gates, alpha=alpha, power=power,
-                  adjusted_p=q) for c, q in zip(claims, adjusted, strict=True)]
+                  adjusted_p=q, show=c.show) for c, q in zip(claims, adjusted, strict=True)]
 
 
 def baseline_adequacy(baseline_mean: float, reference: float | None, tolerance: float = 0.02) -> Gate:

@@ -1,12 +1,21 @@
-"""The Student-t intervals cover at their stated 95% (within 93-97%) at n = 3, 5 and 10, on normal and on
-skewed data: seeded simulations, vectorised so the check is fast and never flaky."""
+"""The intervals cover at their stated 95% (within 93-97%) at n = 3, 5 and 10: the Student-t on normal and
+mildly skewed data, the skew-corrected t on strongly skewed data too (one measured shortfall, named). Seeded
+simulations, vectorised so the check is fast and never flaky."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from harness.statistics import T_INTERVAL, paired_t_difference, t_interval
+from harness.statistics import (
+    SKEW_T_INTERVAL,
+    SMALL_N_INTERVAL,
+    T_INTERVAL,
+    paired_t_difference,
+    skew_corrected_bounds,
+    skew_corrected_interval,
+    t_interval,
+)
 
 REPLICATIONS = 20_000  # standard error of a 95% coverage: 0.15 points, far inside the 2-point tolerance
 
@@ -61,3 +70,68 @@ def test_the_paired_difference_interval_covers_at_its_stated_level(name: str, n:
     first = paired_t_difference(dict(enumerate(method[0])), dict(enumerate(baseline[0])))
     assert first.interval.method == T_INTERVAL and first.n_pairs == n
     assert first.interval[:2] == pytest.approx(t_interval(method[0] - baseline[0])[:2])
+
+
+# The skew-corrected interval (the claims page's): stated 95% within 93-97% on normal, mildly and strongly
+# skewed noise, at n = 3, 5 and 10 -- except exponential noise at n = 3, measured below as a shortfall.
+SKEWED_MEANS = {  # name -> (draw, true mean); lognormal sigma 0.5 has skewness 1.75, the exponential 2
+    "normal": (lambda rng, shape: rng.normal(0.85, 0.01, shape), 0.85),
+    "lognormal 0.25": (lambda rng, shape: rng.lognormal(0.0, 0.25, shape), float(np.exp(0.25**2 / 2))),
+    "lognormal 0.5": (lambda rng, shape: rng.lognormal(0.0, 0.5, shape), float(np.exp(0.5**2 / 2))),
+    "exponential": (lambda rng, shape: 0.8 + rng.exponential(0.01, shape), 0.81),
+    "left-skewed exponential": (lambda rng, shape: 0.9 - rng.exponential(0.01, shape), 0.89),
+}
+SHORTFALLS = {("exponential", 3), ("left-skewed exponential", 3)}
+
+
+def skew_coverage(samples: np.ndarray, true_mean: float) -> float:
+    low, high = skew_corrected_bounds(samples)
+    return float(((low <= true_mean) & (true_mean <= high)).mean())
+
+
+def test_the_vectorised_bounds_are_skew_corrected_interval() -> None:
+    sample = np.array([0.80, 0.81, 0.86, 0.84])
+    low, high = skew_corrected_bounds(sample[None, :])
+    assert skew_corrected_interval(sample) == pytest.approx((low[0], high[0], SKEW_T_INTERVAL))
+    right_skewed = skew_corrected_interval([0.80, 0.80, 0.81, 0.86])  # one run far above the rest
+    t = t_interval([0.80, 0.80, 0.81, 0.86])
+    assert right_skewed.high - 0.8175 > 0.8175 - right_skewed.low and right_skewed.high > t.high
+    assert np.isnan(skew_corrected_interval([0.8]).low)
+    assert skew_corrected_interval([0.80, 0.81, 0.86]).method == SMALL_N_INTERVAL  # three values: t at 96%
+    three = t_interval([0.80, 0.81, 0.86], confidence=0.96)
+    assert skew_corrected_interval([0.80, 0.81, 0.86])[:2] == pytest.approx(three[:2])
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+@pytest.mark.parametrize("name", list(SKEWED_MEANS))
+def test_the_skew_corrected_interval_covers_at_its_stated_level(name: str, n: int) -> None:
+    draw, true_mean = SKEWED_MEANS[name]
+    samples = draw(np.random.default_rng(200 + n), (REPLICATIONS, n))
+    coverage = skew_coverage(samples, true_mean)
+    if (name, n) in SHORTFALLS:  # three values say nothing usable about skewness: docs/claims.md says 90%
+        assert 0.89 <= coverage <= 0.92 and coverage > coverage_of_t(samples, true_mean) + 0.01
+    else:
+        assert 0.93 <= coverage <= 0.97
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_the_t_interval_falls_short_where_the_correction_holds(n: int) -> None:
+    """Strongly skewed noise at n = 5 and 10: why the claims page shows the skew-corrected interval."""
+    draw, true_mean = SKEWED_MEANS["exponential"]
+    samples = draw(np.random.default_rng(300 + n), (REPLICATIONS, n))
+    assert coverage_of_t(samples, true_mean) < 0.92 < 0.93 <= skew_coverage(samples, true_mean)
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_the_skew_corrected_paired_difference_covers_at_its_stated_level(n: int) -> None:
+    """The method now and then lands well above its usual score (lognormal noise, skewness 1.75) while the
+    baseline's noise is normal: the paired differences are skewed; the true difference is 0.004."""
+    rng = np.random.default_rng(400 + n)
+    shared = rng.normal(0.0, 0.05, (REPLICATIONS, n))
+    lift = 0.01 * (rng.lognormal(0.0, 0.5, (REPLICATIONS, n)) - np.exp(0.125))
+    method = 0.854 + shared + lift
+    baseline = 0.85 + shared + rng.normal(0.0, 0.002, (REPLICATIONS, n))
+    assert 0.93 <= skew_coverage(method - baseline, 0.004) <= 0.97
+    first = paired_t_difference(dict(enumerate(method[0])), dict(enumerate(baseline[0])),
+                                interval=skew_corrected_interval)
+    assert first.interval.method == (SKEW_T_INTERVAL if n >= 4 else SMALL_N_INTERVAL) and first.n_pairs == n
