@@ -5,7 +5,7 @@ a reader needs to see, merge and check the results, and nothing that depends on 
 - `suite.yaml`: the frozen suite, as the run wrote it;
 - `results.parquet`: the rows, as `harness.store.read_results` gives them (the store consolidated);
 - `studies.journal`: the Optuna studies (absent when the run has none);
-- `splits.json`, `environment.json`, `code_version.json`, `audit.json`: `harness.bundle_members`;
+- `splits.json` (with `--hash-splits`, the sha256 of each split's examples too), `environment.json`, `code_version.json`, `audit.json`: `harness.bundle_members`;
 - `manifest.json`: the format and its version, the run's suite name and hash, and every other member's
   sha256 and size, which reading checks.
 
@@ -92,8 +92,9 @@ def _parquet_bytes(rows: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def bundle_members(run_dir: Path) -> dict[str, bytes]:
-    """Every member of the run's bundle, manifest included (raises `BundleError` naming what is wrong)."""
+def bundle_members(run_dir: Path, hash_splits: bool = False) -> dict[str, bytes]:
+    """Every member of the run's bundle, manifest included (raises `BundleError` naming what is wrong);
+    `hash_splits` adds the sha256 of every split's examples (the dataset files must be on this machine)."""
     if not (run_dir / "suite.yaml").is_file() or not ((run_dir / "rows").is_dir() or (run_dir / RESULTS_FILE).is_file()):
         raise BundleError(f"{run_dir} is not a run directory (it needs suite.yaml and rows/ or {RESULTS_FILE})")
     try:
@@ -107,7 +108,7 @@ def bundle_members(run_dir: Path) -> dict[str, bytes]:
         raise BundleError(f"{run_dir / 'suite.yaml'} hashes to {suite.hash} but the rows carry "
                           f"{', '.join(carried)}: `python -m harness.verify {run_dir}` says more")
     members = {"suite.yaml": suite_text.encode(), RESULTS_FILE: _parquet_bytes(rows),
-               "splits.json": _json_bytes(split_recipes(suite, rows)),
+               "splits.json": _json_bytes(split_recipes(suite, rows, hash_splits)),
                "environment.json": _json_bytes(environment(rows)),
                "code_version.json": _json_bytes(code_version(rows)), "audit.json": _json_bytes(audit_digests(rows))}
     if (run_dir / STUDIES).is_file():
@@ -140,10 +141,10 @@ def default_name(members: Mapping[str, bytes]) -> str:
     return f"{manifest['suite_name']}-{manifest['suite_hash']}{SUFFIX}"
 
 
-def write_bundle(run_dir: Path, out: Path | None = None) -> Path:
+def write_bundle(run_dir: Path, out: Path | None = None, hash_splits: bool = False) -> Path:
     """Bundle `run_dir` into `out` (a file, or a folder for `<suite>-<hash>.harness.tar.gz`; default here),
     atomically; returns its path."""
-    members = bundle_members(Path(run_dir))
+    members = bundle_members(Path(run_dir), hash_splits)
     if out is None or Path(out).is_dir():
         out = Path(out or ".") / default_name(members)
     temporary = out.with_name(f".{out.name}.tmp")
@@ -229,9 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help=f"the archive to write (default: <suite>-<hash>{SUFFIX} in the current directory)")
     parser.add_argument("--check", action="store_true", help="read PATH as a bundle and verify it")
+    parser.add_argument("--hash-splits", action="store_true",
+                        help="add the sha256 of every split's examples (reads the datasets' files, test included)")
     args = parser.parse_args(argv)
     try:
-        print(describe(read_bundle(args.path)) if args.check else write_bundle(args.path, args.out))
+        print(describe(read_bundle(args.path)) if args.check else write_bundle(args.path, args.out, args.hash_splits))
     except HarnessInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ suite and rows (never of the machine that bundles it), so the same run always gi
 The rows record which splits a job read (`splits_read`), not which examples each split held; what pins
 the examples down is the split's recipe: the dataset, the seeded fraction and caps, the seed and the
 scenario, from which `harness.data.DataAccess` draws the same indices on any machine holding the same
-dataset files. `split_recipes` writes each recipe with its sha256, so two bundles can be compared.
+dataset files. `split_recipes` writes each recipe with its sha256, so two bundles can be compared, and,
+asked to on a machine holding the dataset files, the sha256 of the examples each recipe draws.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import pandas as pd
 
 from harness.audit import record_digest
+from harness.data.access import DataAccess
+from harness.data.sources import ImageArrays
 from harness.plan import Seeds, suite_cells
 from harness.protocols import get_protocol
 from harness.suite import Suite
@@ -37,25 +40,51 @@ def _with_digest(recipe: dict[str, Any]) -> dict[str, Any]:
     return {**recipe, "recipe_sha256": hashlib.sha256(_canonical(recipe).encode()).hexdigest()}
 
 
-def split_recipes(suite: Suite, rows: pd.DataFrame) -> dict[str, Any]:
+def examples_sha256(arrays: ImageArrays) -> str:
+    """sha256 of a split's examples: its uint8 images [N,C,H,W] (shape first), then its int64 labels."""
+    digest = hashlib.sha256(repr(tuple(arrays.images.shape)).encode())
+    digest.update(arrays.images.contiguous().numpy().tobytes())
+    digest.update(arrays.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _drawn(access: DataAccess, splits: Iterable[str]) -> dict[str, str]:
+    return {split: examples_sha256(access.split(split)) for split in splits}
+
+
+def split_recipes(suite: Suite, rows: pd.DataFrame, hash_examples: bool = False) -> dict[str, Any]:
     """Per benchmark: the recipe of each protocol's tuning splits and of the final splits (each with its
-    sha256), and the `splits_read` values the rows record, counted per phase."""
+    sha256), and the `splits_read` values the rows record, counted per phase. With `hash_examples`, each
+    recipe also gets `examples_sha256`, per split, of what it draws here (the dataset's files must be here)."""
     seeds = Seeds.of(suite)
     benchmarks: dict[str, Any] = {}
     for cell in suite_cells(suite):
         bench = cell.benchmark
-        entry = benchmarks.setdefault(bench.name, {"tuning": {}, "final": _with_digest({
-            "dataset": bench.dataset, "split_seed": seeds.final_split, "scenario": _scenario(bench.scenario),
-            "calibration_size": bench.evaluation.calibration_size})})
+        if bench.name not in benchmarks:
+            final = _with_digest({"dataset": bench.dataset, "split_seed": seeds.final_split,
+                                  "scenario": _scenario(bench.scenario),
+                                  "calibration_size": bench.evaluation.calibration_size})
+            if hash_examples:
+                access = DataAccess(bench.dataset, "final", scenario=bench.scenario, split_seed=seeds.final_split,
+                                    calibration_size=bench.evaluation.calibration_size)
+                final["examples_sha256"] = _drawn(access, ("train", "test") + (
+                    ("calibration",) if bench.evaluation.calibration_size else ()))
+            benchmarks[bench.name] = {"tuning": {}, "final": final, "splits_read": _splits_read(rows, bench.name)}
         data = get_protocol(cell.protocol).tuning_data(cell.tune_benchmark, seeds.tuning_split)
-        entry["tuning"][cell.protocol] = _with_digest({
+        tuning = _with_digest({
             "dataset": data.dataset, "phase": data.phase, "train_split": data.train_split,
             "score_split": data.score_split, "val_fraction": data.val_fraction, "split_seed": data.split_seed,
             "tune_train_size": data.tune_train_size, "tune_val_size": data.tune_val_size,
             "scenario": _scenario(bench.scenario)})
-        entry["splits_read"] = _splits_read(rows, bench.name)
+        if hash_examples and cell.protocol not in benchmarks[bench.name]["tuning"]:
+            access = DataAccess(data.dataset, data.phase, val_fraction=data.val_fraction, split_seed=data.split_seed,
+                                tune_train_size=data.tune_train_size, tune_val_size=data.tune_val_size,
+                                scenario=bench.scenario)
+            tuning["examples_sha256"] = _drawn(access, (data.train_split, data.score_split))
+        benchmarks[bench.name]["tuning"].setdefault(cell.protocol, tuning)
     return {"note": "the rows record which splits each job read, not the examples in them: a recipe with the "
-                    "dataset's files determines the examples (harness.data.DataAccess)",
+                    "dataset's files determines the examples (harness.data.DataAccess)"
+                    + ("" if hash_examples else "; bundled without --hash-splits, so no examples_sha256"),
             "benchmarks": benchmarks}
 
 

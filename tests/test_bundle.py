@@ -20,6 +20,7 @@ from dashboards.sources import ADDED_COLUMNS, SourceError, load_sources
 from harness.audit import record_digest
 from harness.bundle import MANIFEST, SUFFIX, archive_bytes, main, read_bundle, write_bundle
 from harness.store import RESULTS_FILE, ResultStore, read_results
+from harness.suite import load_suite, suite_as_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "docs" / "leaderboard" / "abstention" / "2ce0a703df3b7a07"
@@ -58,6 +59,7 @@ def test_a_bundle_gives_the_rows_its_run_directory_gives(bundle: Path) -> None:
 def test_the_same_run_gives_the_same_bytes_wherever_it_lies(tmp_path: Path, bundle: Path) -> None:
     again = write_bundle(copy_run(tmp_path), tmp_path / "again.tar.gz")
     assert again.read_bytes() == bundle.read_bytes()
+    assert bundle.read_bytes()[3:8] == bytes(5)  # gzip header: no file name flag, mtime 0
     with tarfile.open(bundle, "r:gz") as tar:
         infos = tar.getmembers()
     assert [info.name for info in infos] == sorted(info.name for info in infos)
@@ -175,3 +177,31 @@ def test_an_archive_lacking_the_manifest_is_refused(tmp_path: Path, bundle: Path
     (tmp_path / "b.tar.gz").write_bytes(archive_bytes(members))
     with pytest.raises(SourceError, match="holds no manifest.json"):
         load_sources([tmp_path / "b.tar.gz"])
+
+
+def _fresh_smoke_run(root: Path, overrides: tuple[str, ...] = ()) -> Path:
+    """A run directory of the smoke suite (digits) before its first row: its frozen suite and empty rows/."""
+    suite = load_suite(ROOT / "suites" / "smoke.yaml", overrides)
+    run_dir = root / suite.hash
+    (run_dir / "rows").mkdir(parents=True)
+    (run_dir / "suite.yaml").write_text(suite_as_yaml(suite))
+    return run_dir
+
+
+def _examples(bundle: Path) -> dict:
+    digits = json.loads(members_of(bundle)["splits.json"])["benchmarks"]["digits"]
+    return {"final": digits["final"]["examples_sha256"], "holdout": digits["tuning"]["holdout"]["examples_sha256"]}
+
+
+def test_hash_splits_adds_the_sha256_of_each_splits_examples(tmp_path: Path) -> None:
+    run_dir = _fresh_smoke_run(tmp_path / "a")
+    plain = members_of(write_bundle(run_dir, tmp_path / "plain.tar.gz"))
+    assert "examples_sha256" not in json.loads(plain["splits.json"])["benchmarks"]["digits"]["final"]
+    hashed = _examples(write_bundle(run_dir, tmp_path / "hashed.tar.gz", hash_splits=True))
+    assert hashed == _examples(write_bundle(run_dir, tmp_path / "again.tar.gz", hash_splits=True))
+    assert set(hashed["final"]) == {"train", "test"} and set(hashed["holdout"]) == {"tune_train", "tune_val"}
+    assert len(set(hashed["final"].values()) | set(hashed["holdout"].values())) == 4
+    other_seed = _examples(write_bundle(_fresh_smoke_run(tmp_path / "b", ("tuning.split_seed=7",)),
+                                        tmp_path / "seed7.tar.gz", hash_splits=True))
+    assert other_seed["final"] == hashed["final"]  # final.split_seed defaults to the sampler's, unchanged
+    assert other_seed["holdout"]["tune_val"] != hashed["holdout"]["tune_val"]
