@@ -74,6 +74,7 @@ class Job:
     momentum: float = 0.9
     warmup_fraction: float = 0.05
     seed: int = 0
+    threads: int = 1  # torch threads; 0 leaves torch's default (what a plain script gets)
 
     def train_spec(self) -> TrainSpec:
         return TrainSpec(optimizer="sgd", lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
@@ -107,7 +108,8 @@ class Timed:
 
 
 def new_model(job: Job, info: DatasetInfo) -> nn.Module:
-    torch.set_num_threads(1)
+    if job.threads > 0:
+        torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
     return build_model(job.model, in_channels=info.channels, num_classes=info.num_classes,
                        image_size=info.image_size, mean=info.mean, std=info.std)
@@ -131,9 +133,10 @@ def plain_accuracy(model: nn.Module, data: ImageArrays) -> float:
 
 
 def plain_train(job: Job, data: ImageArrays, info: DatasetInfo, *, epochs: int | None = None,
-                val: ImageArrays | None = None) -> Timed:
+                val: ImageArrays | None = None, on_epoch: Callable[[int, float], None] | None = None) -> Timed:
     """(a): the hand-written loop. Same init, data order, optimiser and schedule as the engine, so the
-    final loss must come out identical; `val` adds a tune_val accuracy after every epoch, as a trial does."""
+    final loss must come out identical; `val` adds a tune_val accuracy after every epoch, as a trial does,
+    and `on_epoch(epoch, accuracy)` sees each one (a Ray Tune script reports it)."""
     model = new_model(job, info).train()
     start = time.perf_counter()
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -159,6 +162,8 @@ def plain_train(job: Job, data: ImageArrays, info: DatasetInfo, *, epochs: int |
             step += 1
         if val is not None:
             accuracies.append(plain_accuracy(model, val))
+            if on_epoch is not None:
+                on_epoch(len(accuracies) - 1, accuracies[-1])
     return Timed(time.perf_counter() - start, step, float(loss.detach()), accuracies)
 
 
