@@ -5,20 +5,23 @@ as `docs/leaderboard/<suite>/<hash>/`), folders holding runs anywhere below them
 (`python -m harness.bundle RUN_DIR`, `*.harness.tar.gz`). This module is the one place that reads them.
 
 Interface (what the site imports): `load_sources`, `RunSource`, `SiteData`, `SourceError`.
-- `SiteData.runs`: one `RunSource` per suite hash, sorted by suite name then hash. Two hashes of one suite
-  name (the suite was changed between runs) stay two runs: their results are not comparable.
+- `SiteData.runs`: one `RunSource` per suite hash, sorted by suite name then hash (`SiteData.run(hash)`
+  finds one). Two hashes of one suite name (the suite changed between runs) stay two runs: their results
+  are not comparable.
 - `RunSource`: `suite_name`, `suite_hash`, `suite_yaml` (the frozen text) and `suite` (it parsed, a plain
   mapping), `rows` (a DataFrame as `harness.store.read_results` gives it, plus the `ADDED_COLUMNS`),
-  `origins` (every source merged into it), `code_versions`, `library_versions`, `hardware` (distinct
-  values, most common first) and `run_dir` (the first run directory among the origins, None for a run
-  known only from bundles; its `dashboard/` is the run's own page).
+  `origins` (every source merged into it), `code_versions`, `library_versions`, `hardware` (the rows'
+  JSON records, driver's and workers' alike; distinct values, most common first, ties by value),
+  `run_dir` (the first run directory among the origins, None for a run known only from bundles; its
+  `dashboard/` is the run's own page) and `consistent_rows`.
 
 Several sources of one suite hash merge into one run: rows are deduplicated by content (`row_digest`, a
 hash of every non-null value, so the same row read from a store and from a bundle counts once). Nothing is
 silently mixed: a row whose code version, library versions or hardware differ from the run's most common
 value is kept and marked (`provenance_differs`, with `provenance_note` saying what differs), and rows that
 share a `row_id` but not their content (a copy taken before a failed trial was rerun, say) are all kept
-and marked `duplicate_row_id`; leaving marked rows out of an aggregate is the caller's choice to show.
+and marked `duplicate_row_id`. `RunSource.consistent_rows` leaves every marked row out; which rows an
+aggregate uses is the caller's choice, and the page should say which.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class RunSource:
     library_versions: tuple[str, ...]
     hardware: tuple[str, ...]
     run_dir: Path | None
+
+    @property
+    def consistent_rows(self) -> pd.DataFrame:
+        """The rows no mark questions: neither of other provenance nor one of several versions of a row id."""
+        return self.rows[~(self.rows["provenance_differs"] | self.rows["duplicate_row_id"])]
 
 
 @dataclass(frozen=True, eq=False)

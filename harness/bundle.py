@@ -92,7 +92,7 @@ def _parquet_bytes(rows: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def bundle_members(run_dir: Path, hash_splits: bool = False) -> dict[str, bytes]:
+def run_members(run_dir: Path, hash_splits: bool = False) -> dict[str, bytes]:
     """Every member of the run's bundle, manifest included (raises `BundleError` naming what is wrong);
     `hash_splits` adds the sha256 of every split's examples (the dataset files must be on this machine)."""
     if not (run_dir / "suite.yaml").is_file() or not ((run_dir / "rows").is_dir() or (run_dir / RESULTS_FILE).is_file()):
@@ -144,7 +144,7 @@ def default_name(members: Mapping[str, bytes]) -> str:
 def write_bundle(run_dir: Path, out: Path | None = None, hash_splits: bool = False) -> Path:
     """Bundle `run_dir` into `out` (a file, or a folder for `<suite>-<hash>.harness.tar.gz`; default here),
     atomically; returns its path."""
-    members = bundle_members(Path(run_dir), hash_splits)
+    members = run_members(Path(run_dir), hash_splits)
     if out is None or Path(out).is_dir():
         out = Path(out or ".") / default_name(members)
     temporary = out.with_name(f".{out.name}.tmp")

@@ -70,6 +70,7 @@ def test_a_row_made_by_other_code_or_hardware_is_marked(tmp_path: Path) -> None:
     assert "code version 0123abcd (the run's most common: unknown)" in set(marked["provenance_note"])
     assert marked["duplicate_row_id"].all()
     assert run.rows["duplicate_row_id"].sum() == 4 and run.code_versions == ("unknown", "0123abcd")
+    assert len(run.consistent_rows) == len(read_results(RUN)) - 2  # both versions of each altered row left out
 
 
 def test_two_hashes_of_one_suite_stay_two_runs(tmp_path: Path) -> None:
