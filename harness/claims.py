@@ -21,6 +21,7 @@ import pandas as pd
 from harness.columns import higher_is_better
 from harness.leaderboard import phase_rows, seed_scores
 from harness.method import Claim
+from harness.precondition_checks import ClaimRun, precondition_gates
 from harness.protocols import DEFAULT_PROTOCOL
 from harness.statistics import SKEW_T_INTERVAL, paired_t_difference, skew_corrected_interval
 from harness.verdicts import (
@@ -38,8 +39,11 @@ from harness.verdicts import (
 VERDICT_RULES = """\
 - **not tested**: a gate failed (named): a seed of the method or of its baseline ended at chance (clean test
   accuracy within 2 points of 1/classes, continual runs included), the baseline fell short of the reference
-  accuracy the benchmark declares (`reference_accuracy`), or tuning was unhealthy (best trial at chance, or
-  more than a third of trials failed or at chance). Fewer than 2 seed pairs is not tested either.
+  accuracy the benchmark declares (`reference_accuracy`), tuning was unhealthy (best trial at chance, or
+  more than a third of trials failed or at chance), or a precondition the claim declares is absent (a
+  teacher at least 3 points above the student, the large batch a large-batch fix needs, a baseline that
+  began fitting the flipped labels under label noise, the paper's own baseline in the suite). Fewer than 2
+  seed pairs is not tested either.
 - **supported**: the one-sided paired t test rejects "no gain" (`better`: d <= 0; `no_worse`: d <= -margin)
   at 5%, Holm-adjusted across the suite run's claims.
 - **not supported**: the opposite of the claim is shown at 5% (worse than the baseline; for `no_worse`, a
@@ -170,11 +174,12 @@ def trial_scores(rows: pd.DataFrame, benchmark: str, protocol: str, method: str)
 
 
 def claim_gates(
-    rows: pd.DataFrame, group: pd.DataFrame, label: str, claim: Claim, bench: Mapping[str, Any],
-    protocol: str, num_classes: Mapping[str, int],
+    rows: pd.DataFrame, group: pd.DataFrame, suite: Mapping[str, Any], label: str, claim: Claim,
+    bench: Mapping[str, Any], protocol: str, num_classes: Mapping[str, int],
 ) -> tuple[Gate, ...]:
     """The gates a claim's evidence must pass: no seed at chance on either side, the baseline adequate
-    against the benchmark's `reference_accuracy` (absent: passes), and healthy tuning of both sides."""
+    against the benchmark's `reference_accuracy` (absent: passes), healthy tuning of both sides, and the
+    preconditions the claim declares (`harness.precondition_checks`)."""
     classes = num_classes.get(bench["dataset"])
     gates = [no_seed_at_chance(seeds_at_chance(group, label, bench, num_classes),
                                seeds_at_chance(group, claim.baseline, bench, num_classes))]
@@ -188,7 +193,9 @@ def claim_gates(
             if scores:
                 gate = tuning_health(scores, 1.0 / classes, CHANCE_MARGIN)
                 gates.append(Gate(f"tuning healthy ({side})", gate.passed, gate.detail))
-    return tuple(gates)
+    run = ClaimRun(rows=rows, final=group, suite=suite, bench=bench, benchmark=bench_name(bench), label=label,
+                   claim=claim, num_classes=classes)
+    return (*gates, *precondition_gates(run))
 
 
 def judge_claims(
@@ -220,7 +227,7 @@ def judge_claims(
             own, base = scores[label].dropna(), scores[claim.baseline].dropna()
             diff = paired_t_difference(own.to_dict(), base.to_dict(), interval=skew_corrected_interval)
             sign = 1.0 if higher_is_better(claim.metric) else -1.0
-            gates = claim_gates(rows, group, label, claim, bench, str(protocol), num_classes)
+            gates = claim_gates(rows, group, suite, label, claim, bench, str(protocol), num_classes)
             drafts.append((ClaimVerdict(
                 method=label, suite=suite["name"], benchmark=str(benchmark), claim=claim, mean=float(own.mean()),
                 ci=skew_corrected_interval(own.to_numpy())[:2], baseline_mean=float(base.mean()), difference=diff.mean,

@@ -19,6 +19,7 @@ from torch import nn
 
 from harness.data.sources import UNLABELLED
 from harness.plugins import discover_methods
+from harness.preconditions import Precondition
 from harness.registry import Registry
 from harness.search_space import Dimension
 
@@ -44,7 +45,9 @@ class Claim:
     on the good side). `no_worse`: it loses at most `margin` on `metric` (a compression method that keeps
     accuracy, while its cost columns show the saving). The baseline is `erm` unless the paper measured
     itself against another method (xAT against additive AT): then that method, run in the same suite.
-    `harness.claims` judges it and `dashboards.claims` renders the verdicts.
+    `harness.claims` judges it and `dashboards.claims` renders the verdicts. `preconditions` are the
+    conditions the paper's claim needs (a teacher well above the student, a large batch, ...): a run that
+    lacks one leaves the claim "not tested", naming it.
     """
 
     text: str                                   # the paper's claim, as the catalogue states it
@@ -52,6 +55,7 @@ class Claim:
     kind: Literal["better", "no_worse"] = "better"
     margin: float = 0.0                         # for no_worse: the largest loss still in line with the claim
     baseline: str = "erm"                       # the registered method the claim is measured against
+    preconditions: tuple[Precondition, ...] = ()  # what the claim needs of the run (`harness.preconditions`)
 
 
 Need = Literal["teacher", "task_stream", "unlabelled"]

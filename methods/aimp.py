@@ -29,6 +29,7 @@ from torch import nn
 from harness.data import ImageArrays
 from harness.evaluation.efficiency import weight_layers
 from harness.method import Claim, LRSchedule, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.preconditions import PaperBaseline
 from harness.search_space import FloatRange, IntRange
 
 WARMUP_FRACTION = 0.05  # of the first phase
@@ -90,7 +91,8 @@ class AcceleratedIMP(Method):
         cost_factor=1.0,  # the same budget; masking after each step is negligible
         claim=Claim("short intermediate iterations cut pruning time by over 50% with comparable final performance; "
                     "here: at the target sparsity, within 1 pp of the dense tuned erm", kind="no_worse",
-                    margin=0.01),
+                    margin=0.01,
+                    preconditions=(PaperBaseline("imp", "iterative magnitude pruning with full-length rounds"),)),
     )
     Config = AIMPConfig
     search_space = {"final_fraction": FloatRange(low=0.3, high=0.8), "rounds": IntRange(low=2, high=5)}

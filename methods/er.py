@@ -44,6 +44,7 @@ from harness.method import (
     TrainContext,
     register_method,
 )
+from harness.preconditions import PaperBaseline
 from harness.search_space import FloatRange
 from methods._layers import output_layer
 from methods._replay import ReservoirBuffer
@@ -115,7 +116,8 @@ class ExperienceReplay(Method):
         needs=("task_stream",),
         cost_factor=2.0,  # the replay batch doubles every forward and backward pass
         claim=Claim("the bag of tricks lifts ER far above plain ER (+51.2 pp on CIFAR-10, +26.9 pp on CIFAR-100, "
-                    "buffer 1000); here: final average accuracy above the tuned erm", metric="continual/avg_accuracy"),
+                    "buffer 1000); here: final average accuracy above the tuned erm", metric="continual/avg_accuracy",
+                    preconditions=(PaperBaseline("er_plain", "er with every trick off: plain reservoir ER"),)),
     )
     Config = ERConfig
     search_space = {"lr_decay_end": FloatRange(low=0.01, high=0.5, log=True)}

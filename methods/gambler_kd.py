@@ -23,6 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.preconditions import TeacherMargin
 from harness.search_space import FloatRange
 from methods._common import add_abstain_output, check_payoff, gambler_loss, teacher_logits
 
@@ -56,7 +57,8 @@ class GamblerKD(Method):
         needs=("teacher",),
         modifies_model=True,
         cost_factor=1.3,  # one no-grad teacher forward per step,
-        claim=Claim("knowledge-adjusted KD with gambler abstention: higher prediction accuracy (and lower coverage error)"),
+        claim=Claim("knowledge-adjusted KD with gambler abstention: higher prediction accuracy (and lower coverage error)",
+                    preconditions=(TeacherMargin(points=0.03),)),  # a teacher clearly above the student
     )
     Config = GamblerKDConfig
     search_space = {

@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.method import Claim, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.preconditions import LargeBatch
 from harness.search_space import Choice
 from methods._layers import replace_modules
 
@@ -84,7 +85,9 @@ class GhostBatchNorm(Method):
         paper="Hoffer, Hubara, Soudry, Train longer, generalize better: closing the generalization gap "
               "in large batch training of neural networks, NeurIPS 2017",
         modifies_model=True,
-        claim=Claim("ghost batch norm (with regime adaptation) closes the large-batch generalisation gap (qualitative)"),
+        claim=Claim("ghost batch norm (with regime adaptation) closes the large-batch generalisation gap (qualitative)",
+                    # the gap exists only at a large batch (the paper: 4096 against 128)
+                    preconditions=(LargeBatch(size=1024, config_key="large_batch"),)),
     )
     Config = GhostBNConfig
     search_space = {"ghost_batch_size": Choice(choices=(16, 32, 64, 128))}

@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.preconditions import TeacherMargin
 from harness.search_space import FloatRange
 
 
@@ -35,7 +36,8 @@ class KnowledgeDistillation(Method):
         paper="Hinton, Vinyals, Dean, Distilling the Knowledge in a Neural Network, NeurIPS DL Workshop 2015",
         needs=("teacher",),
         cost_factor=1.3,
-        claim=Claim("a student distilled from a larger teacher beats the same student trained on the labels alone"),
+        claim=Claim("a student distilled from a larger teacher beats the same student trained on the labels alone",
+                    preconditions=(TeacherMargin(points=0.03),)),  # a teacher clearly above the student
     )
     Config = KDConfig
     search_space = {"temperature": FloatRange(low=1.0, high=8.0, log=True), "alpha": FloatRange(low=0.1, high=0.95)}

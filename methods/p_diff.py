@@ -26,6 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.preconditions import MemorisationMeasurable
 from harness.search_space import FloatRange
 
 
@@ -59,7 +60,9 @@ class PDiff(Method):
         summary="P-DIFF: drop examples in the low tail of the probability-difference distribution (label noise).",
         paper="Hu, Zhao, Huang, Zhang, P-DIFF: Learning Classifier with Noisy Labels based on Probability "
               "Difference Distributions, ICPR 2020",
-        claim=Claim("P-DIFF sample selection learns better from noisy labels than the alternatives (qualitative)"),
+        claim=Claim("P-DIFF sample selection learns better from noisy labels than the alternatives (qualitative)",
+                    # selection helps only once plain training starts fitting the flipped labels
+                    preconditions=(MemorisationMeasurable(),)),
     )
     Config = PDiffConfig
     search_space = {"ramp_fraction": FloatRange(low=0.05, high=0.5), "saturation": FloatRange(low=0.7, high=0.99)}

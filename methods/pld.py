@@ -20,6 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from harness.method import Claim, LossOutput, Method, MethodConfig, MethodInfo, TrainContext, register_method
+from harness.preconditions import TeacherMargin
 from harness.search_space import FloatRange
 from methods._common import teacher_logits
 
@@ -54,7 +55,8 @@ class PlackettLuceDistillation(Method):
         paper="Bassam, Zhu, Bian, PLD: A Choice-Theoretic List-Wise Knowledge Distillation, arXiv 2025",
         needs=("teacher",),
         cost_factor=1.3,  # one no-grad teacher forward per step; the sort is O(K log K) per example,
-        claim=Claim("progressive label distillation gives consistent gains over the student trained alone"),
+        claim=Claim("progressive label distillation gives consistent gains over the student trained alone",
+                    preconditions=(TeacherMargin(points=0.03),)),  # a teacher clearly above the student
     )
     Config = PLDConfig
     search_space = {"temperature": FloatRange(low=0.5, high=4.0, log=True)}

@@ -96,7 +96,8 @@ def test_an_undeclared_reference_is_shown_as_not_checked_never_as_passed() -> No
     assert "baseline adequate" not in cell.split("not checked:")[0]
 
 def write_run(root: Path) -> Path:
-    """A suite run with erm, kd (+2 points in every seed) and label_smoothing (+-0.5, no consistent gain)."""
+    """A suite run with erm, kd (+2 points in every seed) and label_smoothing (+-0.5, no consistent gain),
+    and kd's teacher."""
     run_dir = root / "distill" / "0123456789abcdef"
     suite = {"name": "distill", "benchmarks": [{"name": "fm", "dataset": "fashion_mnist", "model": "fast_cnn",
                                                 "budget": {"epochs": 1}, "tuning_budget": {"steps": 200},
@@ -114,6 +115,10 @@ def write_run(root: Path) -> Path:
             store.write({"row_id": f"final:holdout:fm:{method}:s{seed}", "phase": "final", "status": "ok",
                          "benchmark": "fm", "protocol": "holdout", "method": method, "seed": seed,
                          "test/accuracy": base[seed] + delta})
+    for seed in base:  # kd's teacher, 5 points above erm: its teacher-margin precondition holds
+        store.write({"row_id": f"teacher:final:fm:fm:s{seed}", "phase": "teacher", "tune_phase": "final",
+                     "status": "ok", "benchmark": "fm", "method": "teacher:fast_cnn_wide", "seed": seed,
+                     "test/accuracy": 0.86})
     return run_dir
 
 
@@ -198,7 +203,7 @@ def test_publish_keeps_the_run_essentials_and_one_plotly(tmp_path: Path) -> None
     assert publish([str(tmp_path / "runs"), str(dest)]) == 0
     target = dest / "distill" / "0123456789abcdef"
     assert sorted(p.name for p in target.iterdir()) == ["dashboard", "results.parquet", "suite.yaml"]
-    assert len(read_results(target)) == 9  # every row, from results.parquet alone
+    assert len(read_results(target)) == 12  # every row (9 final, 3 teacher), from results.parquet alone
     page = (target / "dashboard" / "index.html").read_text()
     assert 'src="../../../plotly.min.js"' in page and (dest / "plotly.min.js").is_file()
     assert (target / "dashboard" / "../../../plotly.min.js").resolve() == (dest / "plotly.min.js").resolve()
