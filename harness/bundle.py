@@ -11,8 +11,9 @@ a reader needs to see, merge and check the results, and nothing that depends on 
 
 The archive is a gzip'd tar with sorted members, zero mtimes, no owner and a header without a name, so
 the same run bundled twice (with the same pyarrow and zlib) gives the same bytes. `--check FILE` reads a
-bundle back and verifies it. Bad input (not a run directory, an unreadable archive, a member whose hash
-does not match the manifest) exits 2 naming the file.
+bundle back, verifies every member's sha256 and that the members agree with each other (exit 1 when they
+do not, each contradiction named). Bad input (not a run directory, an unreadable archive, a member whose
+hash does not match the manifest) exits 2 naming the file.
 """
 
 from __future__ import annotations
@@ -223,18 +224,59 @@ def describe(bundle: Bundle) -> str:
         f"audit: {audit['audited']} of {audit['rows']} rows carry a record, {audit['matching']} match their digest"])
 
 
+def contradictions(bundle: Bundle) -> list[str]:
+    """What a verified bundle's members say against each other: a suite that no longer hashes to the
+    manifest's hash, rows of another hash or count, summaries that its rows no longer give, audit records
+    that do not match their digests. Empty for a bundle as `harness.bundle` wrote it from a sound run."""
+    found = []
+    try:
+        suite_hash = validate_suite(yaml.safe_load(bundle.suite_yaml), source=f"{bundle.path}:suite.yaml").hash
+    except HarnessInputError as error:
+        return [f"suite.yaml no longer validates: {error}"]
+    if suite_hash != bundle.suite_hash:
+        found.append(f"suite.yaml hashes to {suite_hash}, the manifest says {bundle.suite_hash}")
+    rows = bundle.rows()
+    strangers = sorted({str(h) for h in rows["suite_hash"].dropna()} - {bundle.suite_hash}) if "suite_hash" in rows else []
+    if strangers:
+        found.append(f"rows of another suite hash: {', '.join(strangers)}")
+    if len(rows) != bundle.manifest.get("rows"):
+        found.append(f"{RESULTS_FILE} holds {len(rows)} rows, the manifest says {bundle.manifest.get('rows')}")
+    for name, summary in (("environment.json", environment), ("code_version.json", code_version),
+                          ("audit.json", audit_digests)):
+        if bundle.member_json(name) != json.loads(_json_bytes(summary(rows))):
+            found.append(f"{name} is not what the rows give")
+    audit = bundle.member_json("audit.json")
+    if audit.get("matching") != audit.get("audited"):
+        found.append(f"{audit.get('audited', 0) - audit.get('matching', 0)} audit record(s) do not match their "
+                     "digest (edited after the run?)")
+    return found
+
+
+def check(path: Path) -> int:
+    """`--check`: 0 when the bundle is sound, 1 when its members contradict each other (each printed)."""
+    bundle = read_bundle(path)
+    print(describe(bundle))
+    problems = contradictions(bundle)
+    for problem in problems:
+        print(f"FAIL: {bundle.path}: {problem}")
+    return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="a run directory (e.g. results/smoke/<suite-hash>); with --check, "
                         "a bundle")
     parser.add_argument("-o", "--out", type=Path, default=None,
                         help=f"the archive to write (default: <suite>-<hash>{SUFFIX} in the current directory)")
-    parser.add_argument("--check", action="store_true", help="read PATH as a bundle and verify it")
+    parser.add_argument("--check", action="store_true",
+                        help="read PATH as a bundle and verify it (exit 1 when its members contradict each other)")
     parser.add_argument("--hash-splits", action="store_true",
                         help="add the sha256 of every split's examples (reads the datasets' files, test included)")
     args = parser.parse_args(argv)
     try:
-        print(describe(read_bundle(args.path)) if args.check else write_bundle(args.path, args.out, args.hash_splits))
+        if args.check:
+            return check(args.path)
+        print(write_bundle(args.path, args.out, args.hash_splits))
     except HarnessInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ naming the file (exit 2).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import tarfile
@@ -205,3 +206,24 @@ def test_hash_splits_adds_the_sha256_of_each_splits_examples(tmp_path: Path) -> 
                                         tmp_path / "seed7.tar.gz", hash_splits=True))
     assert other_seed["final"] == hashed["final"]  # final.split_seed defaults to the sampler's, unchanged
     assert other_seed["holdout"]["tune_val"] != hashed["holdout"]["tune_val"]
+
+
+def test_check_names_members_that_contradict_each_other(tmp_path: Path, bundle: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle rewritten with a consistent manifest passes the checksums; --check still catches it."""
+    members = members_of(bundle)
+    rows = pd.read_parquet(io.BytesIO(members[RESULTS_FILE])).iloc[1:]
+    members[RESULTS_FILE] = rows.to_parquet(index=False)
+    members["suite.yaml"] += b"final: {seeds: [0]}\n"
+    manifest = json.loads(members[MANIFEST])
+    for name in (RESULTS_FILE, "suite.yaml"):
+        manifest["members"][name] = {"sha256": hashlib.sha256(members[name]).hexdigest(), "bytes": len(members[name])}
+    members[MANIFEST] = json.dumps(manifest).encode()
+    target = tmp_path / f"rewritten{SUFFIX}"
+    target.write_bytes(archive_bytes(members))
+    assert main(["--check", str(target)]) == 1
+    failures = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 5, failures
+    assert any("suite.yaml hashes to" in line for line in failures)
+    assert any("holds 11 rows, the manifest says 12" in line for line in failures)
+    assert main(["--check", str(bundle)]) == 0
