@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,12 +157,17 @@ def _sources_under(path: Path) -> list[_Loaded]:
     return found
 
 
+def is_null(value: Any) -> bool:
+    """None, NaN, pd.NA or NaT: a value a row does not have (a column another source added)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
 def row_digest(row: Mapping[str, Any]) -> str:
     """A stable hash of a row's content: every non-null value, by column name; integral floats count as
     integers, so the same row read through frames of different column dtypes has one digest."""
     items = {}
     for column, value in row.items():
-        if column in ADDED_COLUMNS or value is None or (isinstance(value, float) and math.isnan(value)):
+        if column in ADDED_COLUMNS or is_null(value):
             continue
         if hasattr(value, "item"):  # a numpy scalar
             value = value.item()
@@ -177,7 +181,7 @@ def row_digest(row: Mapping[str, Any]) -> str:
 def _present_values(rows: pd.DataFrame, column: str) -> list[str]:
     if column not in rows:
         return []
-    return [str(value) for value in rows[column] if not (value is None or (isinstance(value, float) and math.isnan(value)))]
+    return [str(value) for value in rows[column] if not is_null(value)]
 
 
 def most_common_first(values: Iterable[str]) -> tuple[str, ...]:
@@ -193,7 +197,7 @@ def _mark_provenance(rows: pd.DataFrame) -> pd.DataFrame:
         if len(ranked) < 2:
             continue
         for i, value in enumerate(rows[column]):
-            if value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) != ranked[0]:
+            if not is_null(value) and str(value) != ranked[0]:
                 notes[i].append(f"{words} {value} (the run's most common: {ranked[0]})")
     rows["provenance_differs"] = [bool(note) for note in notes]
     rows["provenance_note"] = ["; ".join(note) for note in notes]

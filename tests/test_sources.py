@@ -83,7 +83,7 @@ def test_two_hashes_of_one_suite_stay_two_runs(tmp_path: Path) -> None:
 
 
 def test_row_digest_ignores_nulls_and_integral_float_dtypes() -> None:
-    assert row_digest({"a": 2, "b": None}) == row_digest({"a": 2.0, "c": float("nan")})
+    assert row_digest({"a": 2, "b": None}) == row_digest({"a": 2.0, "c": float("nan"), "d": pd.NA})
     assert row_digest({"a": 2}) != row_digest({"a": 2.5})
 
 
