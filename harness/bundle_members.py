@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -33,7 +32,8 @@ def _canonical(value: Any) -> str:
 
 
 def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and str(value) != ""
+    """Not None, NaN, pd.NA or empty: a value the row has."""
+    return value is not None and not (pd.api.types.is_scalar(value) and bool(pd.isna(value))) and str(value) != ""
 
 
 def _with_digest(recipe: dict[str, Any]) -> dict[str, Any]:
