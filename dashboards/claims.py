@@ -24,14 +24,13 @@ from harness.claims import (
     Budget,
     ClaimVerdict,
     TrainingLength,
+    dataset_classes,
+    declared_claims,
     judge_claims,
     metric_number,
     unmeasured_claims,
 )
-from harness.data import DATASETS
 from harness.errors import HarnessInputError
-from harness.method import METHODS, Claim
-from harness.plugins import discover_methods
 from harness.store import read_results
 
 
@@ -39,16 +38,6 @@ def run_dirs(root: Path) -> Iterator[Path]:
     """Every suite run directory under `root` (one holding the suite copy the run wrote)."""
     yield from sorted(path.parent for path in root.rglob("suite.yaml") if (path.parent / "rows").is_dir()
                       or (path.parent / "results.parquet").is_file())
-
-
-def declared_claims() -> dict[str, Claim]:
-    """Method name -> the claim its class declares, in registry order (plugins included)."""
-    discover_methods()
-    return {name: METHODS.get(name).info.claim for name in METHODS.names() if METHODS.get(name).info.claim}
-
-
-def dataset_classes() -> dict[str, int]:
-    return {name: DATASETS.get(name).info.num_classes for name in DATASETS.names()}
 
 
 def claim_rows(run_dir: Path) -> list[ClaimVerdict]:
@@ -73,7 +62,7 @@ def budget_text(budget: Budget | None) -> str:
     if budget is None:
         return ""
     text = (f"{budget.dataset}, {budget.model}, {_amount(budget.final)}; tune {budget.trials}x{_amount(budget.tuning)}; "
-            f"{budget.seeds} seeds")
+            + (f"{budget.seeds} seeds" if budget.max_seeds is None else f"{budget.seeds}-{budget.max_seeds} seeds, sequential"))
     if budget.scenario:
         steps = "; ".join(f"{key} " + ", ".join(f"{k}={v}" for k, v in value.items())
                           for key, value in budget.scenario.items())
@@ -108,7 +97,8 @@ def evidence_cell(row: ClaimVerdict) -> str:
     if row.seeds == 0:
         return ""
     mde = f"; MDE {_number(row.mde, row.claim.metric)}" if math.isfinite(row.mde) else ""
-    return f"{row.seeds} x {row.studies}; {row.interval_method}{mde}"
+    look = f"; stopped at look {row.look}" if row.look is not None else ""
+    return f"{row.seeds} x {row.studies}{look}; {row.interval_method}{mde}"
 
 
 _number = metric_number

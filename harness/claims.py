@@ -19,10 +19,13 @@ from typing import Any, Literal
 import pandas as pd
 
 from harness.columns import higher_is_better
+from harness.data import DATASETS
 from harness.leaderboard import phase_rows, seed_scores
-from harness.method import Claim
+from harness.method import METHODS, Claim
+from harness.plugins import discover_methods
 from harness.precondition_checks import ClaimRun, precondition_gates
 from harness.protocols import DEFAULT_PROTOCOL
+from harness.sequential import SequentialSeeds, judge_sequential, keeps_going
 from harness.statistics import SKEW_T_INTERVAL, paired_t_difference, skew_corrected_interval
 from harness.verdicts import (
     ClaimEvidence,
@@ -50,6 +53,9 @@ VERDICT_RULES = """\
   loss beyond the margin), or TOST shows d within +-margin for a `better` claim with a margin.
 - **inconclusive**: neither; the row gives the minimum detectable effect (MDE, one-sided 5%, power 80%) at
   this n and the n that would resolve the effect the claim needs (its margin, else the observed difference).
+With sequential seeds (`final.seeds: {min, max}`) a comparison gets more seeds only while it is inconclusive
+and more could resolve it; each look tests at its share of the 5% (Pocock-type alpha spending, union bound
+over looks, `harness.sequential`), and the row says at which look it stopped.
 Intervals are 95% skew-corrected t intervals (Hall's 1992 transformation of the t statistic, at a nominal
 96%, the t interval at 96% below 4 seeds; the method is named in the table), of the mean and of the paired differences: the percentile bootstrap
 the page used before covered the mean only 75% of the time at 3 seeds, and the plain Student-t interval (the
@@ -86,8 +92,9 @@ class Budget:
     final: TrainingLength
     tuning: TrainingLength
     trials: int
-    seeds: int
+    seeds: int  # final seeds per comparison (a sequential phase's first look: `min`)
     scenario: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # non-empty blocks but `seed`
+    max_seeds: int | None = None  # a sequential phase's `max` (None: every comparison gets `seeds`)
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,18 @@ class ClaimVerdict:
     n_to_resolve: int | None = None  # seed pairs that would resolve an inconclusive verdict
     studies: int = 1  # independent tuning studies per cell; n is seeds x studies
     interval_method: str = SKEW_T_INTERVAL
+    look: int | None = None  # the look a sequential final phase stopped this comparison at (None: one look)
+
+
+def declared_claims() -> dict[str, Claim]:
+    """Method name -> the claim its class declares, in registry order (plugins included)."""
+    discover_methods()
+    return {name: METHODS.get(name).info.claim for name in METHODS.names() if METHODS.get(name).info.claim}
+
+
+def dataset_classes() -> dict[str, int]:
+    """Dataset name -> its number of classes (what "at chance" means for its runs)."""
+    return {name: DATASETS.get(name).info.num_classes for name in DATASETS.names()}
 
 
 def metric_number(value: float, metric: str) -> str:
@@ -140,11 +159,13 @@ def suite_budget(suite: Mapping[str, Any], benchmark: str) -> Budget:
     """The budget a suite (as the plain data of its YAML) gave one benchmark, defaults filled in."""
     bench = find_bench(suite, benchmark)
     scenario = {key: value for key, value in (bench.get("scenario") or {}).items() if key != "seed" and value}
+    seeds = suite.get("final", {}).get("seeds", (0, 1, 2, 3, 4))
     return Budget(
         dataset=bench["dataset"], model=bench["model"], final=training_length(bench["budget"]),
         tuning=training_length(bench.get("tuning_budget") or bench["budget"]),
         trials=suite.get("tuning", {}).get("trials", 8),
-        seeds=len(suite.get("final", {}).get("seeds", (0, 1, 2, 3, 4))), scenario=scenario,
+        seeds=len(seeds) if not isinstance(seeds, Mapping) else int(seeds["min"]), scenario=scenario,
+        max_seeds=int(seeds["max"]) if isinstance(seeds, Mapping) else None,
     )
 
 
@@ -198,21 +219,44 @@ def claim_gates(
     return (*gates, *precondition_gates(run))
 
 
-def judge_claims(
-    rows: pd.DataFrame, suite: Mapping[str, Any], claims: Mapping[str, Claim], num_classes: Mapping[str, int]
-) -> list[ClaimVerdict]:
-    """A verdict per (benchmark, method with a claim) of one suite run, against its claim's baseline.
+@dataclass(frozen=True)
+class Comparison:
+    """One claim's evidence in one run: the method's and the baseline's per-seed scores and the gates."""
 
-    `rows` are the run's store rows, `suite` the suite copy it wrote (plain data), `claims` method name ->
-    its declared claim, `num_classes` dataset name -> classes (a dataset missing is never at chance). The
-    run's claims are judged together (`harness.verdicts.judge_suite`: Holm across them).
-    """
+    label: str
+    benchmark: str
+    claim: Claim
+    own: pd.Series  # seed -> score on the claim's metric
+    base: pd.Series
+    gates: tuple[Gate, ...]
+    at_chance: int
+    baseline_at_chance: int
+
+    def first_seeds(self, limit: int | None) -> tuple[pd.Series, pd.Series]:
+        """Both sides on their first `limit` shared seeds (in seed order; None: every seed of each side)."""
+        if limit is None:
+            return self.own, self.base
+        shared = [seed for seed in self.own.index if seed in self.base.index][:limit]
+        return self.own[shared], self.base[shared]
+
+    def evidence(self) -> ClaimEvidence:
+        """The paired differences signed so that up is good, in seed order, with the gates."""
+        sign = 1.0 if higher_is_better(self.claim.metric) else -1.0
+        diff = paired_t_difference(self.own.to_dict(), self.base.to_dict())
+        return ClaimEvidence(sign * diff.differences, self.claim.kind, self.claim.margin, self.gates,
+                             show=lambda value, metric=self.claim.metric: metric_number(value, metric))
+
+
+def comparisons(
+    rows: pd.DataFrame, suite: Mapping[str, Any], claims: Mapping[str, Claim], num_classes: Mapping[str, int]
+) -> list[Comparison]:
+    """Every (benchmark, method with a claim) of the run with final runs on both sides, held-out protocol."""
     final = phase_rows(rows, "final")
     if final.empty:
         return []
     names = {entry.get("label") or entry["name"]: entry["name"] for entry in suite["methods"]}
     ok = final[final["status"] == "ok"]
-    drafts = []
+    found = []
     for (benchmark, protocol), group in ok.groupby(["benchmark", "protocol"], sort=True):
         if protocol != JUDGED_PROTOCOL:
             continue
@@ -224,29 +268,79 @@ def judge_claims(
             scores = seed_scores(group, claim.metric)
             if claim.baseline not in scores or label not in scores:
                 continue
-            own, base = scores[label].dropna(), scores[claim.baseline].dropna()
-            diff = paired_t_difference(own.to_dict(), base.to_dict(), interval=skew_corrected_interval)
-            sign = 1.0 if higher_is_better(claim.metric) else -1.0
-            gates = claim_gates(rows, group, suite, label, claim, bench, str(protocol), num_classes)
-            drafts.append((ClaimVerdict(
-                method=label, suite=suite["name"], benchmark=str(benchmark), claim=claim, mean=float(own.mean()),
-                ci=skew_corrected_interval(own.to_numpy())[:2], baseline_mean=float(base.mean()), difference=diff.mean,
-                difference_ci=diff.interval[:2], seeds=diff.n_pairs,
-                budget=suite_budget(suite, str(benchmark)), verdict="not measured",
+            found.append(Comparison(
+                label=label, benchmark=str(benchmark), claim=claim, own=scores[label].dropna(),
+                base=scores[claim.baseline].dropna(),
+                gates=claim_gates(rows, group, suite, label, claim, bench, str(protocol), num_classes),
                 at_chance=seeds_at_chance(group, label, bench, num_classes),
-                baseline_at_chance=seeds_at_chance(group, claim.baseline, bench, num_classes), gates=gates,
-                interval_method=diff.interval.method,
-            ), ClaimEvidence(sign * diff.differences, claim.kind, claim.margin, gates,
-                             show=lambda value, metric=claim.metric: metric_number(value, metric))))
-    judgements = judge_suite([evidence for _, evidence in drafts])
-    return [with_judgement(record, judged) for (record, _), judged in zip(drafts, judgements, strict=True)]
+                baseline_at_chance=seeds_at_chance(group, claim.baseline, bench, num_classes)))
+    return found
 
 
-def with_judgement(record: ClaimVerdict, judged: Judgement) -> ClaimVerdict:
-    """The record with its verdict and what explains it; a claim whose metric was never measured (no seed
-    pair) stays "not measured"."""
+def sequential_looks(suite: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The looks of a sequential final phase (`final.seeds: {min, max}`), None for a list of seeds."""
+    seeds = suite.get("final", {}).get("seeds")
+    return SequentialSeeds(**seeds).looks if isinstance(seeds, Mapping) else None
+
+
+def judge_claims(
+    rows: pd.DataFrame, suite: Mapping[str, Any], claims: Mapping[str, Claim], num_classes: Mapping[str, int]
+) -> list[ClaimVerdict]:
+    """A verdict per (benchmark, method with a claim) of one suite run, against its claim's baseline.
+
+    `rows` are the run's store rows, `suite` the suite copy it wrote (plain data), `claims` method name ->
+    its declared claim, `num_classes` dataset name -> classes (a dataset missing is never at chance). The
+    run's claims are judged together (`harness.verdicts.judge_suite`: Holm across them); with a sequential
+    final phase look by look (`harness.sequential.judge_sequential`), each on the seeds it had at its look.
+    """
+    found = comparisons(rows, suite, claims, num_classes)
+    evidence = [comparison.evidence() for comparison in found]
+    looks = sequential_looks(suite)
+    if looks is None:
+        outcomes = [(judged, None, None) for judged in judge_suite(evidence)]
+    else:
+        outcomes = [(s.judgement, s.look, s.seeds) for s in judge_sequential(evidence, looks)]
+    return [with_judgement(record(comparison, suite, seeds), judged, look)
+            for comparison, (judged, look, seeds) in zip(found, outcomes, strict=True)]
+
+
+def record(comparison: Comparison, suite: Mapping[str, Any], seeds: int | None) -> ClaimVerdict:
+    """The claim's record on its first `seeds` shared seeds (None: all): means, intervals, budget, gates."""
+    own, base = comparison.first_seeds(seeds)
+    diff = paired_t_difference(own.to_dict(), base.to_dict(), interval=skew_corrected_interval)
+    return ClaimVerdict(
+        method=comparison.label, suite=suite["name"], benchmark=comparison.benchmark, claim=comparison.claim,
+        mean=float(own.mean()), ci=skew_corrected_interval(own.to_numpy())[:2], baseline_mean=float(base.mean()),
+        difference=diff.mean, difference_ci=diff.interval[:2], seeds=diff.n_pairs,
+        budget=suite_budget(suite, comparison.benchmark), verdict="not measured", at_chance=comparison.at_chance,
+        baseline_at_chance=comparison.baseline_at_chance, gates=comparison.gates,
+        interval_method=diff.interval.method)
+
+
+def with_judgement(record: ClaimVerdict, judged: Judgement, look: int | None = None) -> ClaimVerdict:
+    """The record with its verdict and what explains it (and the look it stopped at, when sequential); a
+    claim whose metric was never measured (no seed pair) stays "not measured"."""
     verdict: Verdict = "not measured" if record.seeds == 0 else judged.verdict
-    return replace(record, verdict=verdict, reason=judged.reason, mde=judged.mde, n_to_resolve=judged.n_to_resolve)
+    return replace(record, verdict=verdict, reason=judged.reason, mde=judged.mde, n_to_resolve=judged.n_to_resolve,
+                   look=look)
+
+
+def continuing_cells(
+    rows: pd.DataFrame, suite: Mapping[str, Any], claims: Mapping[str, Claim], num_classes: Mapping[str, int],
+) -> set[str]:
+    """Cell keys (`protocol:benchmark:label`) of both sides of every claim a sequential final phase has not
+    stopped: the runs the next look adds seeds to (`harness.runner`). Empty without a sequential plan."""
+    looks = sequential_looks(suite)
+    if looks is None:
+        return set()
+    found = comparisons(rows, suite, claims, num_classes)
+    judged = judge_sequential([comparison.evidence() for comparison in found], looks)
+    keys = set()
+    for comparison, outcome in zip(found, judged, strict=True):
+        if keeps_going(outcome.judgement, outcome.look, looks):
+            for side in (comparison.label, comparison.claim.baseline):
+                keys.add(f"{JUDGED_PROTOCOL}:{comparison.benchmark}:{side}")
+    return keys
 
 
 def unmeasured_claims(

@@ -7,7 +7,7 @@ only carries the plan out (and skips what the store already holds).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +93,19 @@ class SuitePlan:
     cells: tuple[CellPlan, ...]
     final_seeds: tuple[int, ...]
     seeds: Seeds
+    looks: tuple[int, ...] = ()  # seeds per comparison at each look of a sequential final phase
 
     def final_jobs(self) -> list[FinalJob]:
         """Every cell's final run for every seed: cell by cell, seeds in suite order."""
         return [FinalJob(plan.cell, seed) for plan in self.cells for seed in self.final_seeds]
+
+    def look_jobs(self, look: int, cells: Collection[str] | None = None) -> list[FinalJob]:
+        """The final runs a look (1-based) adds: the seeds between the previous look's count and this one's,
+        for every cell at the first look and for `cells` (keys) still inconclusive after it."""
+        sizes = self.looks or (len(self.final_seeds),)
+        seeds = self.final_seeds[(sizes[look - 2] if look > 1 else 0):sizes[look - 1]]
+        return [FinalJob(plan.cell, seed) for plan in self.cells if cells is None or plan.cell.key in cells
+                for seed in seeds]
 
 
 def suite_cells(suite: Suite) -> list[Cell]:
@@ -141,4 +150,5 @@ def plan_suite(suite: Suite) -> SuitePlan:
         space = cell_space(suite, cell)
         first = default_point(cell, space) if suite.tuning.start_from_defaults else None
         cells.append(CellPlan(cell=cell, space=space, first_trial=first))
-    return SuitePlan(cells=tuple(cells), final_seeds=suite.final.seeds, seeds=Seeds.of(suite))
+    return SuitePlan(cells=tuple(cells), final_seeds=suite.final.seed_order, seeds=Seeds.of(suite),
+                     looks=suite.final.looks)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.provenance import git_commit, hardware, library_versions
 from harness.rows import FinalRow, TeacherRow, TrialRow, now
+from harness.sequential import SequentialSeeds, look_of
 from harness.suite import stable_hash
 
 if TYPE_CHECKING:
@@ -102,4 +103,6 @@ def final_row(suite: Suite, job: FinalJob, params: Mapping[str, Any] | None, *, 
               "config_json": json.dumps(params, sort_keys=True) if params is not None else None,
               "config_hash": final_config_hash(job, params), "started_at": started_at,
               "finished_at": finished_at or now(), "status": "failed" if error else "ok", "error": error, **outcome}
+    if isinstance(suite.final.seeds, SequentialSeeds):
+        fields["look"] = look_of(suite.final.looks, suite.final.seed_order.index(job.seed))
     return FinalRow(**fields)

@@ -116,6 +116,7 @@ class FinalRow(ResultRow):
     splits_read: str | None = None
     scenario_record: str | None = None
     reused_from: str | None = None  # the row of the identical run (same config and seed) of another protocol
+    look: int | None = None  # the look of a sequential final phase (`final.seeds: {min, max}`) that added it
 
 
 ROW_KINDS: dict[str, type[ResultRow]] = {kind.kind: kind for kind in (TrialRow, TeacherRow, FinalRow)}

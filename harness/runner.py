@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 
 from harness import cluster
+from harness.claims import continuing_cells, dataset_classes, declared_claims
 from harness.jobs import RunSpec
 from harness.plan import Cell, FinalJob, plan_suite
 from harness.progress import Progress
@@ -128,12 +129,13 @@ class SuiteRunner:
 
     # ------------------------------------------------------------------ final runs
 
-    def final_all(self, best: Mapping[str, Params]) -> None:
-        """Retrain every cell's frozen config for every seed, a few at a time, storing each row as it lands."""
+    def final_all(self, best: Mapping[str, Params], jobs: Sequence[FinalJob] | None = None) -> None:
+        """Retrain every cell's frozen config for every seed (or only `jobs`: one look of a sequential final
+        phase), a few at a time, storing each row as it lands."""
         from harness.final_runs import Workers, submit_final
 
         final = self.suite.final
-        jobs = self.plan.final_jobs()
+        jobs = self.plan.final_jobs() if jobs is None else list(jobs)
         self.progress.start("final", len(jobs))
         workers = Workers(final.workers, final.cpus_per_worker, final.worker_gpus)
         slots = self.cluster.slots(workers.count * workers.cpus, workers.count * workers.gpus)
@@ -232,5 +234,11 @@ class SuiteRunner:
 
     def run(self) -> None:
         best = self.tune_all()
-        self.final_all(best)
+        self.final_all(best, self.plan.look_jobs(1))
+        for look in range(2, len(self.plan.looks) + 1):  # a sequential final phase: seeds where still unresolved
+            cells = continuing_cells(self.store.read(), self.suite.model_dump(mode="json"), declared_claims(),
+                                     dataset_classes())
+            if not cells:
+                break
+            self.final_all(best, self.plan.look_jobs(look, cells))
         self.store.consolidate()

@@ -47,6 +47,7 @@ from harness.protocols import (
 )
 from harness.schema import Strict
 from harness.search_space import Dimension, parse_dimension
+from harness.sequential import SequentialSeeds
 from harness.train_settings import Budget, TrainSpec
 
 
@@ -171,7 +172,9 @@ class TuningSpec(Strict):
 class FinalSpec(Strict):
     """Retraining of the frozen best config on the full training split, once per seed."""
 
-    seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4), min_length=1, description="final runs per method; 5 by default")
+    seeds: tuple[int, ...] | SequentialSeeds = Field(
+        (0, 1, 2, 3, 4), description="final runs per method (5 by default), or {min, max, step}: seeds added "
+        "only while a claim is inconclusive and more could resolve it (`harness.sequential`)")
     split_seed: int | None = Field(None, description="the final runs' held-out subsamples (the calibration split; "
                                    "default: tuning.sampler_seed)")
     workers: int = Field(1, gt=0)
@@ -184,10 +187,22 @@ class FinalSpec(Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _distinct(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
-        if len(set(seeds)) != len(seeds):
+    def _distinct(cls, seeds: tuple[int, ...] | SequentialSeeds) -> tuple[int, ...] | SequentialSeeds:
+        if isinstance(seeds, tuple) and not seeds:
+            raise ValueError("seeds needs at least one seed")
+        if isinstance(seeds, tuple) and len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
         return seeds
+
+    @property
+    def seed_order(self) -> tuple[int, ...]:
+        """Every seed a comparison may get, in the order they run (all of them without a sequential plan)."""
+        return self.seeds.seeds if isinstance(self.seeds, SequentialSeeds) else self.seeds
+
+    @property
+    def looks(self) -> tuple[int, ...]:
+        """Seeds per comparison at each look of the final phase: one look of every seed without a plan."""
+        return self.seeds.looks if isinstance(self.seeds, SequentialSeeds) else (len(self.seeds),)
 
     @property
     def worker_gpus(self) -> float:

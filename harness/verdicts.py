@@ -16,6 +16,7 @@ effect the claim needs (`margin`), and the gates its runs passed; numpy and scip
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -93,10 +94,16 @@ def n_to_resolve(sd: float, effect: float, *, alpha: float = ALPHA, power: float
     """The fewest pairs whose MDE reaches `effect`, or None when none up to MAX_RESOLVING_N does."""
     if effect <= 0 or not math.isfinite(sd):
         return None
-    for n in range(2, MAX_RESOLVING_N + 1):
-        if minimum_detectable_effect(sd, n, alpha=alpha, power=power) <= effect:
-            return n
-    return None
+    n = np.arange(2, MAX_RESOLVING_N + 1)
+    reached = np.flatnonzero(_mde_per_unit_sd(alpha, power) * sd <= effect)
+    return int(n[reached[0]]) if len(reached) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _mde_per_unit_sd(alpha: float, power: float) -> np.ndarray:
+    """`minimum_detectable_effect` at sd = 1 for n = 2 .. MAX_RESOLVING_N (computed once per level)."""
+    n = np.arange(2, MAX_RESOLVING_N + 1)
+    return (stats.t.ppf(1 - alpha, n - 1) + stats.t.ppf(power, n - 1)) / np.sqrt(n)
 
 
 def judge(
@@ -164,10 +171,16 @@ class ClaimEvidence:
     show: Callable[[float], str] = plain_number  # an effect in the unit of the caller's table
 
 
-def judge_suite(claims: Sequence[ClaimEvidence], *, alpha: float = ALPHA, power: float = POWER) -> list[Judgement]:
-    """A judgement per claim of one suite, "supported" decided on Holm-adjusted p-values across them."""
+def judge_suite(
+    claims: Sequence[ClaimEvidence], *, alpha: float = ALPHA, power: float = POWER, family_size: int | None = None,
+) -> list[Judgement]:
+    """A judgement per claim of one suite, "supported" decided on Holm-adjusted p-values across them.
+
+    `family_size` counts claims beyond these in Holm's family (already decided at an earlier look of a
+    sequential phase, `harness.sequential`): they are never rejected here, but they still count in m."""
     raw = [one_sided_p(finite(c.differences), 0.0 if c.kind == "better" else -c.margin) for c in claims]
-    adjusted = holm_adjusted(raw)
+    decided = max(0, (family_size or len(claims)) - len(claims))
+    adjusted = holm_adjusted(raw + [float("nan")] * decided)[:len(claims)]
     return [judge(c.differences, kind=c.kind, margin=c.margin, gates=c.gates, alpha=alpha, power=power,
                   adjusted_p=q, show=c.show) for c, q in zip(claims, adjusted, strict=True)]
 
