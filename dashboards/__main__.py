@@ -1,4 +1,7 @@
-"""`python -m dashboards RUN_DIR [--title T]`: rebuild RUN_DIR/dashboard/index.html from the result store."""
+"""`python -m dashboards RUN_DIR [--title T]`: rebuild RUN_DIR/dashboard/index.html from the result store.
+
+`python -m dashboards site STORE... -o DIR [--serve]` builds the leaderboard site instead (`dashboards.site.cli`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashboards.page import build_dashboard
+from dashboards.site import cli as site_cli
 from harness.errors import HarnessInputError
 from harness.plugins import discover_methods
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["site"]:
+        return site_cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m dashboards", description=__doc__)
     parser.add_argument("run_dir", type=Path, help="a suite run directory (holding rows/ or results.parquet)")
     parser.add_argument("--title", default=None, help="page title (default: from the suite name)")

@@ -159,7 +159,8 @@ def provenance_line(final: pd.DataFrame, tune: pd.DataFrame) -> str:
     return f'<p class="provenance">{" · ".join(parts)}</p>'
 
 
-def header_html(rows: pd.DataFrame, title: str, run_name: str, generated_at: datetime) -> str:
+def header_html(rows: pd.DataFrame, title: str, run_name: str, generated_at: datetime,
+                time_label: str = "Generated") -> str:
     final = rows[rows["phase"] == "final"]
     failed = rows[rows["status"] != "ok"]
     by_phase = ", ".join(f"{esc(p)} {n}" for p, n in failed["phase"].fillna("?").value_counts().sort_index().items())
@@ -176,7 +177,7 @@ def header_html(rows: pd.DataFrame, title: str, run_name: str, generated_at: dat
          + (f" ({by_phase})" if len(failed) else "")),
         ("Code", " ".join(f"<code>{esc(c[:12])}</code>" for c in distinct(rows, "git_commit")) or "—"),
         ("Run", esc(run_name)),
-        ("Generated", esc(generated_at.strftime("%Y-%m-%d %H:%M:%S UTC"))),
+        (esc(time_label), esc(generated_at.strftime("%Y-%m-%d %H:%M:%S UTC"))),
     ]
     items = "".join(f'<div><dt>{name}</dt><dd>{value}</dd></div>' for name, value in facts)
     return f'<header><h1>{esc(title)}</h1><dl class="facts">{items}</dl></header>'
@@ -200,7 +201,8 @@ def failures_html(rows: pd.DataFrame) -> str:
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (
         f'<section id="failures"><details><summary>{len(failed)} failed run(s)</summary>'
-        f'<div class="table-wrap"><table class="failures"><thead><tr>{head}</tr></thead>'
+        f'<div class="table-wrap"><table class="failures"><caption>Runs that failed, with their errors.</caption>'
+        f'<thead><tr>{head}</tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div></details></section>'
     )
 
@@ -326,9 +328,14 @@ def embed_json(value: object) -> str:
 
 def render_page(
     rows: pd.DataFrame, *, title: str | None = None, run_name: str = "", generated_at: datetime | None = None,
-    baseline: str | None = DEFAULT_BASELINE,
+    baseline: str | None = DEFAULT_BASELINE, site_header: str = "", plotly_src: str = PLOTLY_JS_FILE,
+    time_label: str = "Generated",
 ) -> str:
-    """The whole HTML document for these store rows; methods are compared with `baseline` when it ran."""
+    """The whole HTML document for these store rows; methods are compared with `baseline` when it ran.
+
+    The leaderboard site (`dashboards.site`) passes its navigation as `site_header` and the relative path of
+    its one shared `plotly_src`, and the last row's time as `generated_at` under `time_label`, so a rebuild
+    from the same rows writes the same bytes."""
     rows = with_required_columns(rows)
     final = rows[rows["phase"] == "final"]
     primaries = primary_metrics(final)
@@ -355,11 +362,12 @@ def render_page(
     return PAGE_TEMPLATE.format(
         title=esc(title),
         css=CSS,
-        header=header_html(rows, title, run_name, generated_at),
+        site_header=site_header,
+        header=header_html(rows, title, run_name, generated_at, time_label),
         nav=f"<nav>{nav}</nav>" if nav else "",
         sections=("".join(sections) or '<p class="empty">No benchmark rows yet.</p>') + gap,
         failures=failures_html(rows),
-        plotly_src=PLOTLY_JS_FILE,
+        plotly_src=esc(plotly_src),
         figures=embed_json(figures),
         count=len(figures),
     )
@@ -418,10 +426,12 @@ PAGE_TEMPLATE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>{title}</title>
 <style>{css}</style>
 </head>
 <body>
+{site_header}
 {header}
 {nav}
 <main>{sections}</main>

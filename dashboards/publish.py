@@ -3,8 +3,9 @@
 Each run keeps what a reader needs and nothing Ray can regenerate: `suite.yaml` (the frozen suite),
 `results.parquet` (every row), `studies.journal` (the tuning record) and `dashboard/index.html`. The
 3.6 MB `plotly.min.js` every dashboard ships is stored once, at `DEST/plotly.min.js`, and each page
-points to it by a relative path, so pages still open offline from `file://`. `DEST/README.md` lists the
-runs with their commands. Runs already in DEST are replaced only by a run of the same suite and hash.
+points to it by a relative path, so pages still open offline from `file://`. Then the leaderboard site is
+rebuilt over DEST (`dashboards.site`: its index.html, method, claim and run pages, and a README.md listing
+the runs with their commands). Runs already in DEST are replaced only by a run of the same suite and hash.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from dashboards.claims import run_dirs
 from dashboards.page import DASHBOARD_DIR, INDEX_FILE, PLOTLY_JS_FILE
+from dashboards.site import SiteContext, build_site
+from dashboards.site.cli import PUBLISHED, command_text
+from dashboards.site.inputs import load_runs
 from harness.store import RESULTS_FILE, ResultStore
 
 KEPT_FILES = ("suite.yaml", RESULTS_FILE, "studies.journal")
@@ -43,20 +45,6 @@ def publish_run(run_dir: Path, dest: Path) -> Path:
     return target
 
 
-def index_page(dest: Path) -> str:
-    lines = ["# Published suite runs", "",
-             "Each folder is one run: `suite.yaml` (the frozen suite), `results.parquet` (every tuning trial, "
-             "teacher and final run), `studies.journal` (the Optuna studies) and `dashboard/index.html`. "
-             "Claims judged from them: [`../claims.md`](../claims.md).", "",
-             "| suite | run | dashboard | reproduce |", "|---|---|---|---|"]
-    for run in sorted(run_dirs(dest)):
-        name = yaml.safe_load((run / "suite.yaml").read_text())["name"]
-        rel = run.relative_to(dest)
-        lines.append(f"| {name} | `{rel}` | [dashboard]({rel}/{DASHBOARD_DIR}/{INDEX_FILE}) | "
-                     f"`python -m harness.run suites/{name}.yaml --out docs/leaderboard` |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.publish", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="where the runs are (the --out of harness.run)")
@@ -69,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.dest.mkdir(parents=True, exist_ok=True)
     for run in runs:
         print(publish_run(run, args.dest))
-    (args.dest / "README.md").write_text(index_page(args.dest))
+    context = SiteContext(command=command_text([str(args.dest)], str(args.dest)), results_root=PUBLISHED)
+    print(build_site(load_runs([args.dest]), args.dest, context))
     return 0
 
 

@@ -1,0 +1,61 @@
+"""Downloads: every table of the site as CSV, the rows of every run as one Parquet file, and a JSON index
+of the site (its pages, runs, methods, claims and files), so other tools need not scrape the HTML."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from dashboards.page import embed_json
+from dashboards.site import paths
+from dashboards.site.catalogue import Catalogue
+from dashboards.site.cells import SiteTable
+from dashboards.site.layout import SiteContext, site_page
+from dashboards.table import esc
+
+PAGE = paths.DOWNLOADS
+ROWS = paths.download("rows.parquet")
+
+
+def rows_parquet(catalogue: Catalogue) -> bytes:
+    """Every run's rows in one table (each row keeps its suite name and hash), sorted by suite and row id."""
+    frames = [view.run.rows.assign(suite_name=view.run.suite_name, suite_hash=view.run.suite_hash)
+              for view in catalogue.runs]
+    rows = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+    order = [c for c in ("suite_name", "suite_hash", "row_id") if c in rows]
+    rows = rows.sort_values(order, kind="stable").reset_index(drop=True) if order else rows
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def site_index(catalogue: Catalogue, pages: Mapping[str, str], tables: Sequence[SiteTable], context: SiteContext) -> str:
+    """The JSON index: every page by kind, every run, method and claim with its page, every download."""
+    index = {
+        "command": context.command,
+        "pages": dict(sorted(pages.items())),
+        "runs": [{"suite": v.run.suite_name, "hash": v.run.suite_hash, "page": v.page,
+                  "code_versions": list(v.run.code_versions), "hardware": list(v.run.hardware)}
+                 for v in catalogue.runs],
+        "methods": [{"name": m, "page": paths.method_page(m)} for m in catalogue.methods()],
+        "claims": [{"method": m, "page": paths.claim_page(m),
+                    "verdicts": [{"suite": v.suite, "benchmark": v.benchmark, "verdict": v.verdict}
+                                 for v in catalogue.verdicts_of(m)]}
+                   for m in catalogue.methods() if catalogue.verdicts_of(m)],
+        "downloads": {"tables": sorted(t.csv_path for t in tables), "rows": ROWS},
+    }
+    return embed_json(index) + "\n"
+
+
+def downloads_page(tables: Sequence[SiteTable], context: SiteContext) -> str:
+    items = "".join(f'<li><a href="{esc(paths.link(PAGE, t.csv_path))}">{esc(t.name)}.csv</a>: {esc(t.caption)}</li>'
+                    for t in sorted(tables, key=lambda t: t.name))
+    body = ("<h1>Downloads</h1>"
+            f'<h2 id="rows">Rows</h2><p><a href="{esc(paths.link(PAGE, ROWS))}">rows.parquet</a>: every row of every '
+            "run (tuning trials, teachers, final runs), with its suite name and hash.</p>"
+            f'<h2 id="index">Site index</h2><p><a href="{esc(paths.link(PAGE, paths.SITE_INDEX))}">site.json</a>: '
+            "every page, run, method, claim and download.</p>"
+            f'<h2 id="tables">Tables</h2><ul class="downloads">{items}</ul>')
+    return site_page(PAGE, "Downloads", body, context)

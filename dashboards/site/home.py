@@ -1,0 +1,130 @@
+"""The home page: every suite run (benchmarks, protocols, budget, hardware, code version, when) and a
+methods x suites matrix of each method's headline effect against its baseline, with its verdict."""
+
+from __future__ import annotations
+
+import math
+
+from dashboards.claims import budget_text
+from dashboards.page import protocols_in
+from dashboards.site import paths
+from dashboards.site.catalogue import Catalogue, RunView
+from dashboards.site.cells import Cell, SiteTable, interval, link_cell, number, text_cell, verdict_html
+from dashboards.site.layout import SiteContext, site_page
+from dashboards.table import esc
+from harness.claims import ClaimVerdict, bench_name, suite_budget
+from harness.protocols import protocol_label
+
+PAGE = paths.HOME
+
+
+def when(view: RunView) -> str:
+    """The days the run's rows were written (from the rows, never the build's clock)."""
+    stamps = sorted(str(v)[:10] for column in ("started_at", "finished_at") if column in view.rows
+                    for v in view.rows[column].dropna())
+    if not stamps:
+        return "not recorded"
+    return stamps[0] if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]}"
+
+
+def benchmarks_text(view: RunView) -> str:
+    return "; ".join(f"{bench_name(b)} ({b['dataset']}, {b['model']})" for b in view.run.suite.get("benchmarks", []))
+
+
+def budgets_text(view: RunView) -> str:
+    suite = view.run.suite
+    return "; ".join(f"{bench_name(b)}: {budget_text(suite_budget(suite, bench_name(b)))}"
+                     for b in suite.get("benchmarks", []))
+
+
+def suites_table(catalogue: Catalogue) -> SiteTable:
+    rows = []
+    for view in catalogue.runs:
+        run = view.run
+        rows.append((
+            link_cell(run.suite_name, paths.link(PAGE, view.page)), text_cell(run.suite_hash),
+            text_cell(benchmarks_text(view)),
+            text_cell(", ".join(protocol_label(p) for p in protocols_in(view.rows)) or "none ran"),
+            text_cell(budgets_text(view)), text_cell("; ".join(run.hardware) or "not recorded"),
+            text_cell(", ".join(code[:12] for code in run.code_versions) or "not recorded"), text_cell(when(view)),
+        ))
+    heads = ("suite", "hash", "benchmarks", "protocols", "budget", "hardware", "code version", "when")
+    return SiteTable("suites", "Every suite run the site was built from (one row per run).", heads, tuple(rows))
+
+
+def verdict_text(verdict: ClaimVerdict) -> str:
+    metric = verdict.claim.metric
+    return (f"{verdict.benchmark}: {number(metric, verdict.difference, signed=True)} "
+            f"{interval(metric, *verdict.difference_ci, signed=True)} vs {verdict.claim.baseline} on {metric}")
+
+
+def matrix_cell(catalogue: Catalogue, view: RunView, method: str) -> Cell:
+    """The method's claims judged in this run (effect, interval, verdict), else its primary-metric
+    difference from the leaderboard's baseline, marked as no claim; empty when it did not run."""
+    if method not in view.methods():
+        return Cell('<span class="muted">not run</span>', "not run")
+    verdicts = [v for v in view.verdicts if v.method == method]
+    if verdicts:
+        claim_href = esc(paths.link(PAGE, paths.claim_page(method)))
+        html = "<br>".join(f'{esc(verdict_text(v))} <a href="{claim_href}">{verdict_html(v.verdict)}</a>'
+                           for v in verdicts)
+        return Cell(html, "; ".join(f"{verdict_text(v)}: {v.verdict}" for v in verdicts))
+    if any(v.claim.baseline == method for v in view.verdicts):
+        return text_cell("baseline")
+    return text_cell(primary_effect(view, method))
+
+
+def primary_effect(view: RunView, method: str) -> str:
+    """The leaderboard's paired difference from its baseline on each benchmark's primary metric."""
+    parts = []
+    for record in view.board[view.board["method"] == method].to_dict("records"):
+        mean = float(record.get("vs_baseline:diff_mean", math.nan))
+        if not math.isfinite(mean):
+            continue
+        metric = str(record["primary_metric"])
+        ci = interval(metric, float(record["vs_baseline:diff_ci_low"]), float(record["vs_baseline:diff_ci_high"]),
+                      signed=True)
+        parts.append(f"{record['benchmark']}: {number(metric, mean, signed=True)} {ci} vs erm on {metric}")
+    return ("; ".join(parts) + " (no claim declared)") if parts else "no claim declared"
+
+
+def run_label(view: RunView, catalogue: Catalogue) -> str:
+    """The suite name, with its hash when the site holds several runs of that suite."""
+    same = [v for v in catalogue.runs if v.run.suite_name == view.run.suite_name]
+    return view.run.suite_name if len(same) == 1 else f"{view.run.suite_name} ({view.run.suite_hash[:8]})"
+
+
+def matrix_table(catalogue: Catalogue) -> SiteTable:
+    heads = ("method", *(run_label(view, catalogue) for view in catalogue.runs))
+    rows = tuple(
+        (link_cell(method, paths.link(PAGE, paths.method_page(method))),
+         *(matrix_cell(catalogue, view, method) for view in catalogue.runs))
+        for method in catalogue.methods())
+    caption = ("Headline effect of each method: its claim's metric, paired by seed against the claim's baseline, "
+               "with the 95% Student-t interval and the verdict (accuracies in %); methods without a claim show "
+               "the difference from erm on the primary metric.")
+    return SiteTable("matrix", caption, heads, rows)
+
+
+def claims_list(catalogue: Catalogue) -> str:
+    items = [f'<li><a href="{esc(paths.link(PAGE, paths.claim_page(method)))}">{esc(method)}</a>: '
+             f"{esc(catalogue.claim_of(method).text)}</li>"
+             for method in catalogue.methods() if catalogue.verdicts_of(method)]
+    return f"<ul>{''.join(items)}</ul>" if items else "<p>No claim was judged in these runs.</p>"
+
+
+def home_page(catalogue: Catalogue, context: SiteContext) -> tuple[str, list[SiteTable]]:
+    """The home page's HTML and the tables it shows."""
+    suites, matrix = suites_table(catalogue), matrix_table(catalogue)
+    body = (
+        "<h1>harness leaderboard</h1>"
+        '<p class="lead">Every method is tuned with the same budget as its baseline under the held-out protocol '
+        "(test split sealed while tuning), then retrained over several seeds; differences are paired by seed. "
+        f"Built from {len(catalogue.runs)} suite run(s) with <code>{esc(context.command)}</code>.</p>"
+        f'<section aria-labelledby="suites"><h2 id="suites">Suites</h2>{suites.html(PAGE)}</section>'
+        f'<section aria-labelledby="matrix"><h2 id="matrix">Methods x suites</h2>{matrix.html(PAGE)}</section>'
+        f'<section aria-labelledby="claims"><h2 id="claims">Claims</h2>{claims_list(catalogue)}</section>'
+        f'<p><a href="{esc(paths.link(PAGE, paths.COMPARE))}">Compare methods</a> · '
+        f'<a href="{esc(paths.link(PAGE, paths.DOWNLOADS))}">Downloads</a></p>'
+    )
+    return site_page(PAGE, "Home", body, context), [suites, matrix]

@@ -1,0 +1,150 @@
+"""The leaderboard site, without a browser: pages, tables and downloads from a fixture run, escaped,
+deterministic, and never written over a run's store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboards.__main__ import main as dashboards_main
+from dashboards.site import SiteContext, build_site, paths, site_files
+from dashboards.site.build import StoreOverwriteError
+from dashboards.site.inputs import SiteRun, load_runs
+from harness.comparisons import differences_from, seed_tables, side_effects
+from harness.plugins import discover_methods
+from tests.fixtures_results import HOSTILE_METHOD, SUITE_HASH
+from tests.site_fixtures import write_fixture_run
+
+CONTEXT = SiteContext(command="python -m dashboards site runs -o site", results_root="runs")
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> SiteRun:
+    discover_methods()
+    root = tmp_path_factory.mktemp("runs")
+    write_fixture_run(root)
+    return load_runs([root])[0]
+
+
+@pytest.fixture(scope="module")
+def files(fixture_run: SiteRun) -> dict[str, bytes]:
+    return site_files([fixture_run], CONTEXT)
+
+
+def test_every_page_kind_is_written(files: dict[str, bytes]) -> None:
+    index = json.loads(files[paths.SITE_INDEX])
+    kinds = sorted(set(index["pages"].values()))
+    assert kinds == ["claim", "compare", "downloads", "home", "method", "run"]
+    assert set(index["pages"]) <= set(files)
+    assert paths.method_page(HOSTILE_METHOD) in files and paths.claim_page("label_smoothing") in files
+    assert index["runs"][0]["hash"] == SUITE_HASH
+    assert files[paths.PLOTLY].startswith(b"/**") and len(files[paths.PLOTLY]) > 1_000_000
+
+
+def test_method_names_holding_html_are_escaped(files: dict[str, bytes]) -> None:
+    pages = {path: data.decode() for path, data in files.items() if path.endswith((".html", ".js", ".json"))}
+    for path, text in pages.items():
+        assert "<img src=x" not in text, path
+    escaped = "&lt;img src=x onerror=alert(1)&gt;"
+    assert escaped in pages[paths.HOME] and escaped in pages[paths.method_page(HOSTILE_METHOD)]
+    assert "\\u003cimg src=x" in pages[paths.COMPARE_DATA]
+
+
+def test_each_table_is_downloadable_as_csv(files: dict[str, bytes]) -> None:
+    index = json.loads(files[paths.SITE_INDEX])
+    assert paths.download("suites.csv") in index["downloads"]["tables"]
+    for csv_path in index["downloads"]["tables"]:
+        assert csv_path in files and files[csv_path].count(b"\n") >= 1, csv_path
+    matrix = pd.read_csv(__import__("io").BytesIO(files[paths.download("matrix.csv")]))
+    assert HOSTILE_METHOD in set(matrix["method"])
+    assert matrix.set_index("method").loc["label_smoothing"].iloc[0].count("supported") == 2
+
+
+def test_rows_download_holds_every_row(files: dict[str, bytes], fixture_run: SiteRun) -> None:
+    rows = pd.read_parquet(__import__("io").BytesIO(files[paths.download("rows.parquet")]))
+    assert len(rows) == len(fixture_run.rows)
+    assert set(rows["row_id"]) == set(fixture_run.rows["row_id"])
+
+
+def test_method_page_states_claim_metrics_and_side_effects(files: dict[str, bytes]) -> None:
+    page = files[paths.method_page("label_smoothing")].decode()
+    assert "Szegedy" in page and "Mechanism" in page and "smoothing" in page
+    assert "label_smoothing - erm on every metric" in page
+    assert "Side effects" in page and "Tuning cost: 6 trials" in page
+    assert 'href="../smoke_tiny_suite-' in page  # the run dashboard, by a relative link
+
+
+def test_claim_page_states_gates_mde_and_reproduce_command(files: dict[str, bytes]) -> None:
+    page = files[paths.claim_page("label_smoothing")].decode()
+    for fact in ("no seed at chance", "minimum detectable effect", "Student t", "3 x 1",
+                 "python -m harness.run suites/smoke &amp; &lt;tiny&gt; suite.yaml --out runs", "supported"):
+        assert fact in page, fact
+
+
+def test_a_rebuild_writes_the_same_bytes(fixture_run: SiteRun, files: dict[str, bytes]) -> None:
+    again = site_files([fixture_run], CONTEXT)
+    assert again.keys() == files.keys()
+    changed = [path for path in files if files[path] != again[path] and not path.endswith(".parquet")]
+    assert changed == []
+
+
+def test_building_into_the_runs_folder_leaves_the_stores_alone(tmp_path: Path) -> None:
+    discover_methods()
+    run_dir = write_fixture_run(tmp_path)
+    (run_dir / "results.parquet").write_bytes(b"stand-in")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.rglob("*") if p.is_file()}
+    build_site(load_runs([tmp_path]), tmp_path, CONTEXT)
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before}
+    assert after == before
+    assert (run_dir / "dashboard" / "index.html").is_file() is False  # the site's run page is at the slug path
+    assert (tmp_path / paths.HOME).is_file()
+
+
+def test_a_page_path_on_a_store_file_is_refused(
+    tmp_path: Path, fixture_run: SiteRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were a store to hold a file named like a page, the build stops before writing over it."""
+    monkeypatch.setattr("dashboards.site.build.STORE_FILES", ("suite.yaml", paths.HOME))
+    run = SiteRun(**{**fixture_run.__dict__, "run_dir": tmp_path})
+    (tmp_path / paths.HOME).write_text("a store's file")
+    with pytest.raises(StoreOverwriteError, match="belongs to a run's store"):
+        build_site([run], tmp_path, CONTEXT)
+    assert (tmp_path / paths.HOME).read_text() == "a store's file"
+
+
+def test_cli_builds_and_names_a_path_without_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_fixture_run(tmp_path / "runs")
+    assert dashboards_main(["site", str(tmp_path / "runs"), "-o", str(tmp_path / "site")]) == 0
+    assert (tmp_path / "site" / paths.HOME).is_file()
+    assert "python -m dashboards site" in (tmp_path / "site" / paths.HOME).read_text()
+    (tmp_path / "empty").mkdir()
+    assert dashboards_main(["site", str(tmp_path / "empty"), "-o", str(tmp_path / "site2")]) == 2
+    assert "empty: no suite run here" in capsys.readouterr().err
+
+
+def test_slugs_never_collide_and_stay_safe() -> None:
+    names = ["a b", "a_b", "a<b", HOSTILE_METHOD, "erm"]
+    slugs = [paths.slug(name) for name in names]
+    assert len(set(slugs)) == len(names)
+    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") for s in slugs)
+    assert paths.slug("erm") == "erm"
+    assert paths.link("methods/x.html", "index.html") == "../index.html"
+
+
+def test_differences_read_each_metric_the_right_way_round() -> None:
+    final = pd.DataFrame({
+        "seed": [0, 1, 2] * 2, "method": ["m"] * 3 + ["b"] * 3,
+        "test/accuracy": [0.91, 0.92, 0.93, 0.90, 0.905, 0.91],  # m higher: better
+        "test/ece": [0.05, 0.06, 0.07, 0.02, 0.03, 0.04],  # m higher: worse (lower is better)
+        "test/nll": [0.5, 0.6, 0.4, 0.55, 0.45, 0.5],  # no clear difference
+    })
+    found = {d.metric: d for d in differences_from(seed_tables(final, ["test/accuracy", "test/ece", "test/nll"]), "m", "b")}
+    assert found["test/accuracy"].direction == "better" and found["test/ece"].direction == "worse"
+    assert found["test/nll"].direction == ""
+    assert np.isclose(found["test/ece"].difference, 0.03) and found["test/ece"].n_pairs == 3
+    assert [d.metric for d in side_effects(list(found.values()), "test/accuracy")] == ["test/ece"]
