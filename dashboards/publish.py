@@ -20,7 +20,7 @@ from dashboards.claims import run_dirs
 from dashboards.page import DASHBOARD_DIR, INDEX_FILE, PLOTLY_JS_FILE
 from dashboards.site import SiteContext, build_site
 from dashboards.site.cli import PUBLISHED, command_text
-from dashboards.site.inputs import load_runs
+from dashboards.sources import load_sources
 from harness.store import RESULTS_FILE, ResultStore
 
 KEPT_FILES = ("suite.yaml", RESULTS_FILE, "studies.journal")
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in runs:
         print(publish_run(run, args.dest))
     context = SiteContext(command=command_text([str(args.dest)], str(args.dest)), results_root=PUBLISHED)
-    print(build_site(load_runs([args.dest]), args.dest, context))
+    print(build_site(load_sources([args.dest]).runs, args.dest, context))
     return 0
 
 

@@ -3,6 +3,7 @@ deterministic, and never written over a run's store."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from dashboards.__main__ import main as dashboards_main
 from dashboards.site import SiteContext, build_site, paths, site_files
 from dashboards.site.build import StoreOverwriteError
-from dashboards.site.inputs import SiteRun, load_runs
+from dashboards.sources import RunSource, load_sources
 from harness.comparisons import differences_from, seed_tables, side_effects
 from harness.plugins import discover_methods
 from tests.fixtures_results import HOSTILE_METHOD, SUITE_HASH
@@ -24,15 +25,15 @@ CONTEXT = SiteContext(command="python -m dashboards site runs -o site", results_
 
 
 @pytest.fixture(scope="module")
-def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> SiteRun:
+def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> RunSource:
     discover_methods()
     root = tmp_path_factory.mktemp("runs")
     write_fixture_run(root)
-    return load_runs([root])[0]
+    return load_sources([root]).runs[0]
 
 
 @pytest.fixture(scope="module")
-def files(fixture_run: SiteRun) -> dict[str, bytes]:
+def files(fixture_run: RunSource) -> dict[str, bytes]:
     return site_files([fixture_run], CONTEXT)
 
 
@@ -65,7 +66,7 @@ def test_each_table_is_downloadable_as_csv(files: dict[str, bytes]) -> None:
     assert matrix.set_index("method").loc["label_smoothing"].iloc[0].count("supported") == 2
 
 
-def test_rows_download_holds_every_row(files: dict[str, bytes], fixture_run: SiteRun) -> None:
+def test_rows_download_holds_every_row(files: dict[str, bytes], fixture_run: RunSource) -> None:
     rows = pd.read_parquet(__import__("io").BytesIO(files[paths.download("rows.parquet")]))
     assert len(rows) == len(fixture_run.rows)
     assert set(rows["row_id"]) == set(fixture_run.rows["row_id"])
@@ -86,7 +87,7 @@ def test_claim_page_states_gates_mde_and_reproduce_command(files: dict[str, byte
         assert fact in page, fact
 
 
-def test_a_rebuild_writes_the_same_bytes(fixture_run: SiteRun, files: dict[str, bytes]) -> None:
+def test_a_rebuild_writes_the_same_bytes(fixture_run: RunSource, files: dict[str, bytes]) -> None:
     again = site_files([fixture_run], CONTEXT)
     assert again.keys() == files.keys()
     changed = [path for path in files if files[path] != again[path] and not path.endswith(".parquet")]
@@ -98,7 +99,7 @@ def test_building_into_the_runs_folder_leaves_the_stores_alone(tmp_path: Path) -
     run_dir = write_fixture_run(tmp_path)
     (run_dir / "results.parquet").write_bytes(b"stand-in")
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.rglob("*") if p.is_file()}
-    build_site(load_runs([tmp_path]), tmp_path, CONTEXT)
+    build_site(load_sources([tmp_path]).runs, tmp_path, CONTEXT)
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before}
     assert after == before
     assert (run_dir / "dashboard" / "index.html").is_file() is False  # the site's run page is at the slug path
@@ -106,11 +107,11 @@ def test_building_into_the_runs_folder_leaves_the_stores_alone(tmp_path: Path) -
 
 
 def test_a_page_path_on_a_store_file_is_refused(
-    tmp_path: Path, fixture_run: SiteRun, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fixture_run: RunSource, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Were a store to hold a file named like a page, the build stops before writing over it."""
     monkeypatch.setattr("dashboards.site.build.STORE_FILES", ("suite.yaml", paths.HOME))
-    run = SiteRun(**{**fixture_run.__dict__, "run_dir": tmp_path})
+    run = dataclasses.replace(fixture_run, run_dir=tmp_path)
     (tmp_path / paths.HOME).write_text("a store's file")
     with pytest.raises(StoreOverwriteError, match="belongs to a run's store"):
         build_site([run], tmp_path, CONTEXT)
@@ -124,7 +125,7 @@ def test_cli_builds_and_names_a_path_without_runs(tmp_path: Path, capsys: pytest
     assert "python -m dashboards site" in (tmp_path / "site" / paths.HOME).read_text()
     (tmp_path / "empty").mkdir()
     assert dashboards_main(["site", str(tmp_path / "empty"), "-o", str(tmp_path / "site2")]) == 2
-    assert "empty: no suite run here" in capsys.readouterr().err
+    assert "empty: no suite run in this folder" in capsys.readouterr().err
 
 
 def test_slugs_never_collide_and_stay_safe() -> None:

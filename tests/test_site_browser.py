@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from dashboards.site import SiteContext, build_site, paths
-from dashboards.site.inputs import load_runs
 from dashboards.site.serve import site_server
+from dashboards.sources import load_sources
 from harness.plugins import discover_methods
 from tests.fixtures_results import HOSTILE_METHOD
 from tests.site_fixtures import write_fixture_run
@@ -28,7 +28,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     write_fixture_run(root)
     out = tmp_path_factory.mktemp("site")
-    build_site(load_runs([root]), out, SiteContext(command="python -m dashboards site runs -o site"))
+    build_site(load_sources([root]).runs, out, SiteContext(command="python -m dashboards site runs -o site"))
     return out
 
 

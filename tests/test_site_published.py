@@ -10,7 +10,7 @@ import pandas as pd
 
 from dashboards.site import SiteContext, site_files
 from dashboards.site.cli import PUBLISH_COMMAND, PUBLISHED
-from dashboards.site.inputs import load_runs
+from dashboards.sources import load_sources
 from harness.plugins import discover_methods
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_published_site_is_up_to_date() -> None:
     discover_methods()
-    files = site_files(load_runs([ROOT / PUBLISHED]), SiteContext(command=PUBLISH_COMMAND, results_root=PUBLISHED))
+    files = site_files(load_sources([ROOT / PUBLISHED]).runs, SiteContext(command=PUBLISH_COMMAND, results_root=PUBLISHED))
     stale, missing = [], []
     for path, data in sorted(files.items()):
         published = ROOT / PUBLISHED / path

@@ -20,10 +20,10 @@ from dashboards.site.claim_pages import claim_page
 from dashboards.site.compare import SCRIPT, compare_data, compare_page, compare_script
 from dashboards.site.downloads import ROWS, downloads_page, rows_parquet, site_index
 from dashboards.site.home import home_page
-from dashboards.site.inputs import SiteRun
 from dashboards.site.layout import SiteContext
 from dashboards.site.method_pages import method_page
 from dashboards.site.run_pages import run_page
+from dashboards.sources import RunSource
 from harness.store import RESULTS_FILE
 
 STORE_FILES = ("suite.yaml", RESULTS_FILE, "studies.journal", "rows")  # what a run's store is made of
@@ -66,7 +66,7 @@ def readme(cat: Catalogue, context: SiteContext) -> str:
     return "\n".join(lines) + "\n"
 
 
-def site_files(runs: Sequence[SiteRun], context: SiteContext) -> dict[str, bytes]:
+def site_files(runs: Sequence[RunSource], context: SiteContext) -> dict[str, bytes]:
     """Every file of the site: path from the site root -> bytes."""
     cat = catalogue(runs)
     pages, tables, kinds = pages_of(cat, context)
@@ -84,7 +84,7 @@ def site_files(runs: Sequence[SiteRun], context: SiteContext) -> dict[str, bytes
     return files
 
 
-def protected_files(runs: Sequence[SiteRun]) -> set[Path]:
+def protected_files(runs: Sequence[RunSource]) -> set[Path]:
     """The store files of every run read from a directory: the build never writes these."""
     protected = set()
     for run in runs:
@@ -93,7 +93,7 @@ def protected_files(runs: Sequence[SiteRun]) -> set[Path]:
     return protected
 
 
-def build_site(runs: Sequence[SiteRun], out: Path, context: SiteContext) -> Path:
+def build_site(runs: Sequence[RunSource], out: Path, context: SiteContext) -> Path:
     """Write the site for `runs` under `out` (files already identical are left alone); return index.html."""
     protected = protected_files(runs)
     for path, data in sorted(site_files(runs, context).items()):

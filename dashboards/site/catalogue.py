@@ -16,7 +16,7 @@ import pandas as pd
 from dashboards.claims import dataset_classes, declared_claims
 from dashboards.page import DEFAULT_BASELINE, primary_metrics, with_required_columns
 from dashboards.site import paths
-from dashboards.site.inputs import SiteRun
+from dashboards.sources import RunSource
 from dashboards.table import table_metrics
 from harness.claims import ClaimVerdict, judge_claims
 from harness.comparisons import MetricDifference, differences_from, seed_tables, successful_final
@@ -28,7 +28,7 @@ from harness.method import METHODS, Claim
 class RunView:
     """One run with its leaderboard and judged claims."""
 
-    run: SiteRun
+    run: RunSource
     rows: pd.DataFrame  # the run's rows, every core column present
     board: pd.DataFrame
     verdicts: tuple[ClaimVerdict, ...]
@@ -88,7 +88,7 @@ class RunView:
         return names.get(label, label)
 
 
-def view_of(run: SiteRun, claims: dict[str, Claim], classes: dict[str, int]) -> RunView:
+def view_of(run: RunSource, claims: dict[str, Claim], classes: dict[str, int]) -> RunView:
     """Leaderboard and verdicts of one run, computed as its dashboard and docs/claims.md compute them."""
     rows = with_required_columns(run.rows)
     final = rows[rows["phase"] == "final"]
@@ -133,7 +133,7 @@ class Catalogue:
         return self.registry_name(method) in METHODS.names()
 
 
-def catalogue(runs: Sequence[SiteRun]) -> Catalogue:
+def catalogue(runs: Sequence[RunSource]) -> Catalogue:
     """The catalogue of these runs (plugins discovered, so their claims are judged too)."""
     claims, classes = declared_claims(), dataset_classes()
     return Catalogue(runs=tuple(view_of(run, claims, classes) for run in runs), claims=claims)

@@ -1,6 +1,7 @@
 """`python -m dashboards site STORE_OR_RUNS... -o DIR [--serve]`: build the static leaderboard site.
 
-Each input is a run directory or a folder of runs (such as docs/leaderboard). The site is written under
+Each input is a run directory, a folder of runs (such as docs/leaderboard) or a result bundle
+(`dashboards.sources.load_sources` reads and merges them). The site is written under
 DIR (it may be the folder of runs itself: run stores are never written); `--serve` then serves DIR on
 localhost until Ctrl-C.
 """
@@ -14,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dashboards.site.build import build_site
-from dashboards.site.inputs import load_runs
 from dashboards.site.layout import SiteContext
 from dashboards.site.serve import serve
+from dashboards.sources import load_sources
 from harness.errors import HarnessInputError
 from harness.plugins import discover_methods
 
@@ -31,7 +32,7 @@ def command_text(inputs: Sequence[str], out: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards site", description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", help="run directories or folders of runs (e.g. docs/leaderboard)")
+    parser.add_argument("inputs", nargs="+", help="run directories, folders of runs (e.g. docs/leaderboard) or bundles")
     parser.add_argument("-o", "--out", required=True, help="folder to write the site into")
     parser.add_argument("--serve", action="store_true", help="serve the built site on localhost until Ctrl-C")
     parser.add_argument("--results-root", default=None,
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = SiteContext(command=command_text(args.inputs, args.out),
                           results_root=args.results_root or args.inputs[0].rstrip("/"))
     try:
-        runs = load_runs([Path(p) for p in args.inputs])
+        runs = load_sources([Path(p) for p in args.inputs]).runs
         index = build_site(runs, Path(args.out), context)
     except HarnessInputError as error:
         print(f"error: {error}", file=sys.stderr)

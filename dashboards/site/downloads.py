@@ -20,9 +20,11 @@ ROWS = paths.download("rows.parquet")
 
 
 def rows_parquet(catalogue: Catalogue) -> bytes:
-    """Every run's rows in one table (each row keeps its suite name and hash), sorted by suite and row id."""
-    frames = [view.run.rows.assign(suite_name=view.run.suite_name, suite_hash=view.run.suite_hash)
-              for view in catalogue.runs]
+    """Every run's rows in one table (each row keeps its suite name and hash and the loader's provenance
+    marks), sorted by suite and row id; the paths the rows were read from stay out (they name the builder's
+    folders, not the results)."""
+    frames = [view.run.rows.drop(columns=["row_origins"], errors="ignore")
+              .assign(suite_name=view.run.suite_name, suite_hash=view.run.suite_hash) for view in catalogue.runs]
     rows = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
     order = [c for c in ("suite_name", "suite_hash", "row_id") if c in rows]
     rows = rows.sort_values(order, kind="stable").reset_index(drop=True) if order else rows

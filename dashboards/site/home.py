@@ -3,6 +3,7 @@ methods x suites matrix of each method's headline effect against its baseline, w
 
 from __future__ import annotations
 
+import json
 import math
 
 from dashboards.claims import budget_text
@@ -37,6 +38,29 @@ def budgets_text(view: RunView) -> str:
                      for b in suite.get("benchmarks", []))
 
 
+def hardware_text(record: str) -> str:
+    """A hardware record (the rows' JSON) in a few words: machine, processor, CPUs, CUDA device."""
+    try:
+        info = json.loads(record)
+    except ValueError:
+        return record
+    if not isinstance(info, dict):
+        return record
+    cuda = info.get("cuda")
+    parts = [str(info.get("machine") or ""), str(info.get("processor") or ""),
+             f"{info['cpu_count']} CPUs" if info.get("cpu_count") else "", f"CUDA {cuda}" if cuda else "no CUDA"]
+    return ", ".join(part for part in parts if part)
+
+
+def marked_text(view: RunView) -> str:
+    """How many rows the loader marked (other code version or hardware than the run's most common, or one of
+    several versions of a row id); the tables aggregate every row, marked ones included."""
+    rows = view.run.rows
+    marks = [column for column in ("provenance_differs", "duplicate_row_id") if column in rows]
+    marked = int(rows[marks].any(axis=1).sum()) if marks else 0
+    return f"{marked} of {len(rows)}" + (" (counted in the tables)" if marked else "")
+
+
 def suites_table(catalogue: Catalogue) -> SiteTable:
     rows = []
     for view in catalogue.runs:
@@ -45,10 +69,11 @@ def suites_table(catalogue: Catalogue) -> SiteTable:
             link_cell(run.suite_name, paths.link(PAGE, view.page)), text_cell(run.suite_hash),
             text_cell(benchmarks_text(view)),
             text_cell(", ".join(protocol_label(p) for p in protocols_in(view.rows)) or "none ran"),
-            text_cell(budgets_text(view)), text_cell("; ".join(run.hardware) or "not recorded"),
+            text_cell(budgets_text(view)), text_cell("; ".join(dict.fromkeys(map(hardware_text, run.hardware))) or "not recorded"),
             text_cell(", ".join(code[:12] for code in run.code_versions) or "not recorded"), text_cell(when(view)),
+            text_cell(marked_text(view)),
         ))
-    heads = ("suite", "hash", "benchmarks", "protocols", "budget", "hardware", "code version", "when")
+    heads = ("suite", "hash", "benchmarks", "protocols", "budget", "hardware", "code version", "when", "marked rows")
     return SiteTable("suites", "Every suite run the site was built from (one row per run).", heads, tuple(rows))
 
 
