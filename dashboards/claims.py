@@ -5,7 +5,8 @@ This module reads the stores and the suite copies the runs wrote (`suite.yaml`) 
 methods declare, has `harness.claims.judge_claims` judge them, and renders one table row per claim: the
 paper's claim, the method's mean and 95% interval, the paired difference with its baseline, the budget
 the suite gave, n (seeds x studies), the interval method and MDE, the gates, the verdict (rules at the end
-of the page) and the command that reproduces the run.
+of the page) and the command that reproduces the run; where a suite ran at several budgets
+(`python -m harness.sweep`), a "Budget curves" section with each claim's verdict and effect per budget.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import yaml
 from harness.claims import (
     VERDICT_RULES,
     Budget,
+    BudgetCurve,
     ClaimVerdict,
     TrainingLength,
+    budget_curves,
     dataset_classes,
     declared_claims,
     judge_claims,
@@ -104,6 +107,25 @@ def evidence_cell(row: ClaimVerdict) -> str:
 _number = metric_number
 
 
+def budget_curve_lines(curves: Sequence[BudgetCurve]) -> list[str]:
+    """The "Budget curves" section: each claim's verdict and effect (up is good) per budget, and its trend;
+    nothing when no suite was run at more than one budget (`python -m harness.sweep`)."""
+    if not curves:
+        return []
+    lines = ["", "## Budget curves", "",
+             "Claims judged at several final budgets of the same suite (`python -m harness.sweep`), smallest first: "
+             "verdict, effect (method - baseline, signed so that up is good) and its 95% interval. The trend "
+             "describes the verdicts and the point estimates; it is not a test of a trend.", "",
+             "| method | benchmark | metric | per budget | trend |", "|---|---|---|---|---|"]
+    for curve in curves:
+        metric = curve.claim.metric
+        steps = " → ".join(f"{_amount(point.budget)}: **{point.verdict}** {_number(point.effect, metric)} "
+                           f"[{_number(point.effect_ci[0], metric)}, {_number(point.effect_ci[1], metric)}] "
+                           f"(n = {point.seeds})" for point in curve.points)
+        lines.append(f"| `{curve.method}` | {curve.benchmark} | `{metric}` | {steps} | {curve.trend} |")
+    return lines
+
+
 def render(rows: Sequence[ClaimVerdict], root: Path, notes: Path | None = None) -> str:
     """The markdown page: a table of verdicts, the hand-written notes behind them (if any), the rules."""
     options = f" --notes {notes}" if notes else ""
@@ -126,6 +148,7 @@ def render(rows: Sequence[ClaimVerdict], root: Path, notes: Path | None = None) 
             f"| {_number(row.difference, metric)} [{_number(row.difference_ci[0], metric)}, "
             f"{_number(row.difference_ci[1], metric)}] | {budget_text(row.budget)} | {evidence_cell(row)} "
             f"| {gates_cell(row)} | {_verdict_cell(row)} | `{command(row, root)}` |")
+    lines += budget_curve_lines(budget_curves(rows))
     if notes is not None:
         lines += ["", "## Notes", "", notes.read_text().strip()]
     lines += ["", "## Verdicts", "", *VERDICT_RULES.splitlines()]

@@ -362,3 +362,74 @@ def unmeasured_claims(
             budget=suite_budget(home, bench_name(home["benchmarks"][0])) if home else None, verdict="not run",
         ))
     return out
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """One claim judged at one training budget: the verdict, the paired difference (up is good) and its interval."""
+
+    budget: TrainingLength
+    verdict: Verdict
+    effect: float
+    effect_ci: tuple[float, float]
+    seeds: int
+
+
+@dataclass(frozen=True)
+class BudgetCurve:
+    """A claim judged at several budgets of the same suite (`python -m harness.sweep`), smallest first,
+    and its trend in words: whether the verdict survives the larger budgets and where the effect goes."""
+
+    suite: str
+    method: str
+    benchmark: str
+    claim: Claim
+    points: tuple[BudgetPoint, ...]
+    trend: str
+
+
+def _length_key(length: TrainingLength) -> tuple[int, float]:
+    return (0, float(length.epochs)) if length.epochs is not None else (1, float(length.steps or 0))
+
+
+def budget_trend(points: Sequence[BudgetPoint]) -> str:
+    """The verdicts' survival from the smallest budget to the largest, and the point estimates' direction
+    (a description of the estimates, not a test of a trend)."""
+    verdicts = [point.verdict for point in points]
+    first, last = points[0], points[-1]
+    if all(verdict == "supported" for verdict in verdicts):
+        survival = "supported at every budget"
+    elif verdicts[0] == "supported":
+        survival = f"supported at the smallest budget, {verdicts[-1]} at the largest"
+    elif verdicts[-1] == "supported":
+        survival = f"{verdicts[0]} at the smallest budget, supported at the largest"
+    else:
+        survival = "not supported at any budget" if set(verdicts) == {"not supported"} else "never supported"
+    if not (math.isfinite(first.effect) and math.isfinite(last.effect)):
+        return survival
+    direction = "rises" if last.effect > first.effect else "falls" if last.effect < first.effect else "stays"
+    sign_change = first.effect * last.effect < 0
+    return f"{survival}; the effect {direction} with budget" + (", changing sign" if sign_change else "")
+
+
+def budget_curves(records: Iterable[ClaimVerdict]) -> list[BudgetCurve]:
+    """Per (suite, benchmark, method): its records at two or more distinct final budgets, as a curve. At a
+    budget measured twice the record with more seed pairs counts."""
+    groups: dict[tuple[str, str, str], dict[TrainingLength, ClaimVerdict]] = {}
+    for row in records:
+        if row.budget is None or row.seeds == 0:
+            continue
+        at = groups.setdefault((row.suite, row.benchmark, row.method), {})
+        if row.budget.final not in at or row.seeds > at[row.budget.final].seeds:
+            at[row.budget.final] = row
+    curves = []
+    for (suite, benchmark, method), at in sorted(groups.items()):
+        if len(at) < 2:
+            continue
+        rows = [at[length] for length in sorted(at, key=_length_key)]
+        sign = 1.0 if higher_is_better(rows[0].claim.metric) else -1.0
+        points = tuple(BudgetPoint(row.budget.final, row.verdict, sign * row.difference,  # type: ignore[union-attr]
+                                   tuple(sorted((sign * row.difference_ci[0], sign * row.difference_ci[1]))),
+                                   row.seeds) for row in rows)
+        curves.append(BudgetCurve(suite, method, benchmark, rows[0].claim, points, budget_trend(points)))
+    return curves
