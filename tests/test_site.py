@@ -6,6 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,7 @@ from dashboards.__main__ import main as dashboards_main
 from dashboards.site import SiteContext, build_site, paths, site_files
 from dashboards.site.build import StoreOverwriteError
 from dashboards.sources import RunSource, load_sources
+from harness.bundle import write_bundle
 from harness.comparisons import differences_from, seed_tables, side_effects
 from harness.plugins import discover_methods
 from tests.fixtures_results import HOSTILE_METHOD, SUITE_HASH
@@ -149,3 +156,35 @@ def test_differences_read_each_metric_the_right_way_round() -> None:
     assert found["test/nll"].direction == ""
     assert np.isclose(found["test/ece"].difference, 0.03) and found["test/ece"].n_pairs == 3
     assert [d.metric for d in side_effects(list(found.values()), "test/accuracy")] == ["test/ece"]
+
+
+def test_a_bundle_builds_the_same_pages_as_its_store(tmp_path: Path) -> None:
+    """The site reads result bundles (`python -m harness.bundle`) as it reads stores (a published run here:
+    a bundle holds a valid suite)."""
+    discover_methods()
+    run_dir = sorted((Path(__file__).resolve().parents[1] / "docs" / "leaderboard" / "abstention").iterdir())[0]
+    from_store = site_files(load_sources([run_dir]).runs, CONTEXT)
+    from_bundle = site_files(load_sources([write_bundle(run_dir, tmp_path)]).runs, CONTEXT)
+    assert from_bundle.keys() == from_store.keys()
+    pages = [path for path in from_store if path.endswith(".html")]
+    assert len(pages) >= 5
+    assert [path for path in pages if from_bundle[path] != from_store[path]] == []
+
+
+def test_serve_prints_its_address_serves_the_site_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    write_fixture_run(tmp_path / "runs")
+    command = [sys.executable, "-m", "dashboards", "site", str(tmp_path / "runs"), "-o", str(tmp_path / "site"),
+               "--serve"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert server.stdout.readline().strip().endswith(paths.HOME)
+        address = re.search(r"at (http://127\.0\.0\.1:\d+/)", server.stdout.readline())
+        assert address, "the server prints its address"
+        with urllib.request.urlopen(address[1] + paths.COMPARE, timeout=30) as response:
+            assert response.status == 200 and b"Compare methods" in response.read()
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
