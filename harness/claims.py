@@ -55,7 +55,8 @@ VERDICT_RULES = """\
   this n and the n that would resolve the effect the claim needs (its margin, else the observed difference).
 With sequential seeds (`final.seeds: {min, max}`) a comparison gets more seeds only while it is inconclusive
 and more could resolve it; each look tests at its share of the 5% (Pocock-type alpha spending, union bound
-over looks, `harness.sequential`), and the row says at which look it stopped.
+over looks, `harness.sequential`; the MDE is at that look's level), and the row says at which look it
+stopped. Its intervals are the plain 95% ones on the seeds it stopped at, not widened for the looks.
 Intervals are 95% skew-corrected t intervals (Hall's 1992 transformation of the t statistic, at a nominal
 96%, the t interval at 96% below 4 seeds; the method is named in the table), of the mean and of the paired differences: the percentile bootstrap
 the page used before covered the mean only 75% of the time at 3 seeds, and the plain Student-t interval (the

@@ -133,3 +133,47 @@ def test_the_claims_page_shows_the_look_and_the_sequential_budget() -> None:
     up = next(r for r in judge_claims(after_first, SUITE, CLAIMS, {"ten": 10}) if r.method == "up")
     assert "3 x 1; stopped at look 1; " in evidence_cell(up)
     assert budget_text(up.budget).endswith("3-9 seeds, sequential")
+
+
+class RowsStore:
+    """The store the runner's look loop reads: the rows of the final runs "run" so far."""
+
+    def __init__(self, effects: dict[str, list[float]]) -> None:
+        self.effects, self.ran, self.consolidated = effects, [], False
+
+    def read(self) -> pd.DataFrame:
+        return pd.DataFrame([{"phase": "final", "status": "ok", "benchmark": "digits", "protocol": "holdout",
+                              "method": key.split(":")[-1], "seed": seed,
+                              "test/accuracy": 0.5 + self.effects[key.split(":")[-1]][seed]}
+                             for key, seed in self.ran])
+
+    def consolidate(self) -> None:
+        self.consolidated = True
+
+
+def test_the_runner_adds_a_looks_seeds_only_to_the_comparisons_still_open() -> None:
+    """The look loop of SuiteRunner.run without Ray: label_smoothing is clearly better at look 1 and stops;
+    hard_batch's gain is small and noisy, so it and erm get the next look's seeds (and then the last look's)."""
+    from harness.plan import plan_suite
+    from harness.runner import SuiteRunner
+    from harness.suite import load_suite, validate_suite
+
+    data = load_suite("suites/smoke.yaml").model_dump(mode="json")
+    data["final"]["seeds"] = {"min": 3, "max": 9}
+    data["methods"] = [{"name": "erm"}, {"name": "label_smoothing"}, {"name": "hard_batch"}]
+    runner = object.__new__(SuiteRunner)
+    runner.suite = validate_suite(data)
+    runner.plan = plan_suite(runner.suite)
+    runner.store = RowsStore({"erm": [0.0] * 9, "label_smoothing": [0.03, 0.031, 0.029] + [0.03] * 6,
+                              "hard_batch": [0.01, 0.002, 0.015, 0.011, 0.004, 0.013, 0.006, 0.012, 0.009]})
+    looks: list[list[tuple[str, int]]] = []
+
+    def final_all(best: object, jobs: list) -> None:
+        looks.append([(job.cell.method.label, job.seed) for job in jobs])
+        runner.store.ran += [(job.cell.key, job.seed) for job in jobs]
+
+    runner.tune_all, runner.final_all = lambda: {}, final_all
+    runner.run()
+    assert sorted(looks[0]) == sorted((m, s) for m in ("erm", "label_smoothing", "hard_batch") for s in range(3))
+    assert sorted(looks[1]) == sorted((m, s) for m in ("erm", "hard_batch") for s in range(3, 6))
+    assert runner.store.consolidated and all(method != "label_smoothing" for look in looks[1:] for method, _ in look)
