@@ -62,7 +62,7 @@ class ComputeMeter:
             self._hooks, self._depth = [], 0
 
     def _enter(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        if module in self._watched:
+        if _counted_as(module) in self._watched:
             self._depth += 1
 
     def take(self) -> float:
@@ -72,6 +72,7 @@ class ComputeMeter:
                    for (_, shape), (module, weighted) in pending.items())
 
     def _leave(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        module = _counted_as(module)
         if module not in self._watched:
             return
         self._depth -= 1  # also after a forward that raised (always_call): then output is None, nothing ran
@@ -88,6 +89,12 @@ class ComputeMeter:
         if shape not in known:
             known[shape] = float(forward_flops(module, shape))  # `take` runs outside counting()
         return known[shape]
+
+
+def _counted_as(module: nn.Module) -> nn.Module:
+    """The module a call counts as: itself, or the model a stand-in runs (the engine's compiled forward,
+    inside which no module hook fires, names it in `counted_as`)."""
+    return getattr(module, "counted_as", module)
 
 
 def _has_gradient(output: Any) -> bool:

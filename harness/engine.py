@@ -18,6 +18,7 @@ from torch import nn
 from harness.compute import ComputeMeter, module_attributes
 from harness.data import BatchAugment, ImageArrays, iterate_batches, num_batches
 from harness.data.tasks import TaskStream
+from harness.engine_modes import CompiledForward, DeviceSupport, EngineModes, resolve_modes
 from harness.method import Batch, Method, TrainContext
 from harness.train_settings import TrainSettings
 
@@ -32,6 +33,7 @@ class TrainStats:
     resumed_from_epoch: int = -1  # the epoch a checkpoint restored, or -1 for an uninterrupted run
     flops: float = 0.0  # training FLOPs of every worker, counted from the passes that ran (`harness.compute`)
     task_results: list[Any] = dataclasses.field(default_factory=list)  # on_task_end's value per finished task
+    engine_modes: dict[str, Any] = dataclasses.field(default_factory=dict)  # `EngineModes.columns()`: what ran
 
 
 EpochCallback = Callable[[int, TrainStats, nn.Module], bool | None]  # (epoch, stats, plain model); True stops
@@ -159,11 +161,12 @@ def train(
     """
     device = device or pick_device()
     generator = seed_everything(settings.seed)
-    if device.type == "cuda":
+    stream = _on_device(data if isinstance(data, TaskStream) else TaskStream((data,), ((),)), device)
+    total = settings.total_steps(len(data), world_size)
+    modes = resolve_modes(settings.speed, device, DeviceSupport.probe(device), total)
+    if modes.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.to(device).train()
-    stream = data if isinstance(data, TaskStream) else TaskStream((data,), ((),))
-    total = settings.total_steps(len(data), world_size)
     run = dataclasses.replace(context or TrainContext(step=0, total_steps=total, epoch=0, num_classes=num_classes,
                                                       device=device, seed=settings.seed, num_samples=len(data)),
                               step=0, total_steps=total, epoch=0, num_classes=num_classes, device=device,
@@ -174,12 +177,26 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, method.lr_schedule(warmup_cosine(total, settings.warmup_fraction), run))
     loop = _Loop(model, method, auxiliary, optimizer, schedule, settings, generator, device, world_size, stream,
-                 total, run)
+                 total, run, modes)
+    if modes.compile:
+        loop.forward = CompiledForward(model, loop.fall_back)
     if checkpointing is not None and checkpointing.resume is not None:
         loop.stats, loop.epoch = restore_engine_state(checkpointing.resume, model, optimizer, schedule, generator,
                                                       method, auxiliary)
         loop.stats.resumed_from_epoch = loop.epoch
-    return _run_loop(loop, data, rank, augment, on_epoch_end, on_task_end, checkpointing)
+    loop.stats.engine_modes = modes.columns()
+    try:
+        return _run_loop(loop, data, rank, augment, on_epoch_end, on_task_end, checkpointing)
+    finally:
+        if loop.modes.channels_last and device.type == "cpu":
+            model.to(memory_format=torch.contiguous_format)  # evaluation then runs the plain loop's kernels
+
+
+def _on_device(stream: TaskStream, device: torch.device) -> TaskStream:
+    """The tasks' arrays moved to `device` once, so each batch is a gather there, not a host copy (on CPU:
+    the same tensors)."""
+    return TaskStream(tuple(ImageArrays(task.images.to(device), task.labels.to(device)) for task in stream.tasks),
+                      stream.classes)
 
 
 def _run_loop(loop: _Loop, data: ImageArrays | TaskStream, rank: int, augment: BatchAugment | None,
@@ -232,9 +249,16 @@ class _Loop:
     stream: TaskStream
     total: int
     run: TrainContext  # the run's context; each step's is this one with the step's fields set
+    modes: EngineModes = EngineModes()
+    forward: nn.Module | None = None  # what `training_loss` trains through: the model, or its compiled forward
     stats: TrainStats = dataclasses.field(default_factory=TrainStats)
     epoch: int = 0
     meter: ComputeMeter = dataclasses.field(default_factory=ComputeMeter)
+
+    def fall_back(self, reason: str) -> None:
+        """A compile failed: train eager from now on, and say so on the row."""
+        self.modes = self.modes.with_fallback(reason, compile=False)
+        self.stats.engine_modes = self.modes.columns()
 
     def metered(self) -> ComputeMeter:
         """The meter, watching every module the method may run now (it may have built one since)."""
@@ -276,10 +300,10 @@ class _Loop:
         picked = next((clean for (batch, _), clean in zip(candidates, unaugmented, strict=True) if batch is images),
                       None)
         ctx = dataclasses.replace(ctx, unaugmented=picked)
-        if self.device.type == "cuda":
+        if self.modes.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_for(self.device):
-            out = method.training_loss(self.model, images, labels, ctx)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.modes.bf16):
+            out = method.training_loss(self.forward or self.model, images, labels, ctx)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if self.world_size > 1 and self.auxiliary:

@@ -266,7 +266,7 @@ def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int
                                                      num_classes=access.info.num_classes),
                "train/samples_seen": float(stats.samples_seen), "train/steps": float(stats.steps),
                "train/wall_s": stats.wall_s, "wall_s": time.perf_counter() - start,
-               "splits_read": ",".join(access.splits_read), **audit_columns(record)}
+               "splits_read": ",".join(access.splits_read), **audit_columns(record), **stats.engine_modes}
     return buffer.getvalue(), metrics
 
 
@@ -305,7 +305,7 @@ def _final_run(spec: RunSpec, teacher_state: bytes | None, rank: int, world_size
                               "train/resumed_from_epoch": float(stats.resumed_from_epoch),
                               "train/wall_s": stats.wall_s, "train/epochs": stats.epochs_completed,
                               "train/final_loss": stats.last_loss,
-                              "train/flops": trained.flops}
+                              "train/flops": trained.flops, **stats.engine_modes}
     if access.scenario_record:
         result["scenario_record"] = json.dumps(access.scenario_record, sort_keys=True)
     if continual:

@@ -78,7 +78,7 @@ def final_config_hash(job: FinalJob, params: Mapping[str, Any] | None) -> str:
 
 # a finished run's outcome besides its metric columns, which a twin (the same run under another protocol) copies
 RUN_RESULT_FIELDS = ("wall_s", "hardware", "world_size", "splits_read", "scenario_record", "data_files_read",
-                     "audit_digest")
+                     "audit_digest", "engine_precision", "engine_channels_last", "engine_compile", "engine_fallbacks")
 
 
 def run_results(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,12 @@ class ResultRow(BaseModel):
     # from a trial that failed before its first report
     data_files_read: str | None = None  # JSON: the declared data files opened, and the test files watched
     audit_digest: str | None = None  # sha256 of data_files_read, which `harness.verify` recomputes
+    # the engine's speed modes the job trained with (`harness.engine_modes`): absent from rows made before
+    # they existed (which trained fp32, NCHW, eager on CPU), and from trial rows
+    engine_precision: Literal["fp32", "bf16"] | None = None
+    engine_channels_last: bool | None = None
+    engine_compile: bool | None = None
+    engine_fallbacks: str | None = None  # a mode asked for that could not run, and why
 
     @model_validator(mode="after")
     def _metric_columns_only(self) -> ResultRow:

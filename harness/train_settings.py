@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from harness.data.batches import num_batches
 from harness.errors import did_you_mean
@@ -43,6 +50,27 @@ class Budget(Strict):
         return self
 
 
+Switch = Literal["auto", "on", "off"]
+
+
+class SpeedSpec(Strict):
+    """The engine's speed modes (`train.speed`), each `auto`, `on` or `off`; `harness.engine_modes` resolves
+    them for the device. `auto` keeps a CPU run's arithmetic exactly as the plain fp32 loop's (every one of
+    these modes changes the numbers there), and on CUDA takes bf16 and channels_last (and compile for long
+    runs). A mode that is on but cannot run here (bf16 on a CPU without it, a compile that fails) falls back,
+    and the row says so."""
+
+    channels_last: Switch = Field("auto", description="NHWC memory format for the model and the batches")
+    bf16: Switch = Field("auto", description="bf16 autocast for the training forward (the optimiser stays fp32)")
+    compile: Switch = Field("auto", description="torch.compile the training forward (eager if it fails)")
+
+    @field_validator("channels_last", "bf16", "compile", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML reads a bare `on` / `off` as true / false
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class TrainSpec(Strict):
     """Optimiser family and defaults; `lr` and `weight_decay` are tuned unless the space omits them."""
 
@@ -53,6 +81,15 @@ class TrainSpec(Strict):
     batch_size: int = Field(256, gt=0, description="global batch; each of W workers takes batch_size // W")
     warmup_fraction: Annotated[float, Tunable()] = Field(
         0.05, ge=0, lt=1, description="of the total steps: linear warm-up before the cosine decay")
+    speed: SpeedSpec = SpeedSpec()
+
+    @model_serializer(mode="wrap")
+    def _omit_default_speed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # suites that set no speed mode keep the hashes (and result directories) they had before it existed
+        data = handler(self)
+        if self.speed == SpeedSpec():
+            data.pop("speed", None)
+        return data
 
     @classmethod
     def tunable(cls) -> dict[str, Tunable]:

@@ -75,7 +75,8 @@ def iterate_batches(
         world_size=world_size,
     )
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
-    pin = device.type == "cuda"
+    order = order.to(arrays.images.device)  # arrays already on the GPU (the engine's): gather there
+    pin = device.type == "cuda" and arrays.images.device.type == "cpu"
     for start in range(0, stop, batch_size):
         index = order[start : start + batch_size]
         images, labels = arrays.images[index], arrays.labels[index]
