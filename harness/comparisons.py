@@ -18,7 +18,7 @@ from typing import Literal
 
 import pandas as pd
 
-from harness.columns import higher_is_better
+from harness.columns import column_info, higher_is_better
 from harness.statistics import T_INTERVAL, paired_t_difference
 
 Direction = Literal["better", "worse", ""]
@@ -94,8 +94,10 @@ def metric_differences(
 
 
 def side_effects(differences: Sequence[MetricDifference], target: str) -> list[MetricDifference]:
-    """The metrics other than `target` (the claim's) that the method moves beyond their interval."""
-    return [difference for difference in differences if difference.metric != target and difference.direction]
+    """The measured metrics other than `target` (the claim's) that the method moves beyond their interval;
+    the jobs' own bookkeeping (steps, losses, wall times: columns `harness` declares) is no side effect."""
+    return [difference for difference in differences if difference.metric != target and difference.direction
+            and column_info(difference.metric).owner != "harness"]
 
 
 def pairwise_differences(tables: dict[str, pd.DataFrame], methods: Sequence[str]) -> list[MetricDifference]:

@@ -14,7 +14,7 @@ from functools import cached_property
 import pandas as pd
 
 from dashboards.claims import dataset_classes, declared_claims
-from dashboards.page import DEFAULT_BASELINE, primary_metrics, with_required_columns
+from dashboards.page import DEFAULT_BASELINE, primary_metrics, table_columns, with_required_columns
 from dashboards.site import paths
 from dashboards.sources import RunSource
 from dashboards.table import table_metrics
@@ -33,7 +33,7 @@ class RunView:
     board: pd.DataFrame
     verdicts: tuple[ClaimVerdict, ...]
     primaries: dict[str, str]  # benchmark -> primary metric
-    metrics: tuple[str, ...]  # every metric a final row carries
+    metrics: tuple[str, ...]  # the summary metrics its dashboard's tables show (curve points left out)
     _tables: dict = field(default_factory=dict, compare=False, repr=False)  # (benchmark, protocol) -> seed tables
 
     @property
@@ -98,7 +98,8 @@ def view_of(run: RunSource, claims: dict[str, Claim], classes: dict[str, int]) -
     board = (leaderboard(ran, primary=primaries, metrics=list(metrics), baseline=DEFAULT_BASELINE)
              if len(final) else pd.DataFrame(columns=["benchmark", "protocol", "method"]))
     verdicts = tuple(judge_claims(run.rows, run.suite, claims, classes)) if len(final) else ()
-    return RunView(run=run, rows=rows, board=board, verdicts=verdicts, primaries=primaries, metrics=metrics)
+    return RunView(run=run, rows=rows, board=board, verdicts=verdicts, primaries=primaries,
+                   metrics=tuple(table_columns(metrics, board)))
 
 
 @dataclass(frozen=True)

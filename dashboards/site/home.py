@@ -77,22 +77,26 @@ def suites_table(catalogue: Catalogue) -> SiteTable:
     return SiteTable("suites", "Every suite run the site was built from (one row per run).", heads, tuple(rows))
 
 
-def verdict_text(verdict: ClaimVerdict) -> str:
+def verdict_text(verdict: ClaimVerdict, several_benchmarks: bool = True) -> str:
+    """The claim's effect in a few words: benchmark (when the run has several), difference, interval,
+    baseline and metric."""
     metric = verdict.claim.metric
-    return (f"{verdict.benchmark}: {number(metric, verdict.difference, signed=True)} "
-            f"{interval(metric, *verdict.difference_ci, signed=True)} vs {verdict.claim.baseline} on {metric}")
+    where = f"{verdict.benchmark}: " if several_benchmarks else ""
+    return (f"{where}{number(metric, verdict.difference, signed=True)} "
+            f"{interval(metric, *verdict.difference_ci, signed=True)} vs {verdict.claim.baseline}, {metric}")
 
 
 def matrix_cell(catalogue: Catalogue, view: RunView, method: str) -> Cell:
     """The method's claims judged in this run (effect, interval, verdict), else its primary-metric
     difference from the leaderboard's baseline, marked as no claim; empty when it did not run."""
     if method not in view.methods():
-        return Cell('<span class="muted">not run</span>', "not run")
+        return Cell('<span class="provenance" title="not run in this suite">—</span>', "not run")
     verdicts = [v for v in view.verdicts if v.method == method]
+    several = len(view.run.suite.get("benchmarks", [])) > 1
     if verdicts:
         claim_href = esc(paths.link(PAGE, paths.claim_page(method)))
-        html = "<br>".join(f'{esc(verdict_text(v))} <a href="{claim_href}">{verdict_html(v.verdict)}</a>'
-                           for v in verdicts)
+        html = "<br>".join(f'<a href="{claim_href}">{verdict_html(v.verdict)}</a> '
+                           f'<span class="ci">{esc(verdict_text(v, several))}</span>' for v in verdicts)
         return Cell(html, "; ".join(f"{verdict_text(v)}: {v.verdict}" for v in verdicts))
     if any(v.claim.baseline == method for v in view.verdicts):
         return text_cell("baseline")
@@ -109,8 +113,8 @@ def primary_effect(view: RunView, method: str) -> str:
         metric = str(record["primary_metric"])
         ci = interval(metric, float(record["vs_baseline:diff_ci_low"]), float(record["vs_baseline:diff_ci_high"]),
                       signed=True)
-        parts.append(f"{record['benchmark']}: {number(metric, mean, signed=True)} {ci} vs erm on {metric}")
-    return ("; ".join(parts) + " (no claim declared)") if parts else "no claim declared"
+        parts.append(f"{record['benchmark']}: {number(metric, mean, signed=True)} {ci} vs erm, {metric}")
+    return ("no claim; " + "; ".join(parts)) if parts else "no claim declared"
 
 
 def run_label(view: RunView, catalogue: Catalogue) -> str:
@@ -125,9 +129,9 @@ def matrix_table(catalogue: Catalogue) -> SiteTable:
         (link_cell(method, paths.link(PAGE, paths.method_page(method))),
          *(matrix_cell(catalogue, view, method) for view in catalogue.runs))
         for method in catalogue.methods())
-    caption = ("Headline effect of each method: its claim's metric, paired by seed against the claim's baseline, "
-               "with the 95% Student-t interval and the verdict (accuracies in %); methods without a claim show "
-               "the difference from erm on the primary metric.")
+    caption = ("Headline effect of each method: the verdict on its claim, and the claim's metric paired by seed "
+               "against the claim's baseline with the 95% Student-t interval (accuracies in %); methods without a "
+               "claim show the difference from erm on the primary metric; — not run in that suite.")
     return SiteTable("matrix", caption, heads, rows)
 
 

@@ -126,8 +126,8 @@ def block_html(view: RunView, benchmark: str, protocol: str, method: str, page: 
     effects = side_effects(differences, target)
     listed = "".join(f"<li>{esc(d.metric)}: <span class=\"{d.direction}\">{esc(d.direction)}</span> "
                      f"({esc(number(d.metric, d.difference, signed=True))})</li>" for d in effects)
-    side = (f"<p>Side effects (metrics other than {esc(target)} whose interval excludes zero):</p><ul>{listed}</ul>"
-            if effects else f"<p>Side effects: no metric other than {esc(target)} moves beyond its interval.</p>")
+    side = (f"<p>Side effects (measured metrics other than {esc(target)} whose interval excludes zero):</p><ul>{listed}</ul>"
+            if effects else f"<p>Side effects: no measured metric other than {esc(target)} moves beyond its interval.</p>")
     return f"<h3>{esc(heading)}</h3>{table.html(page)}{side}{tuning}"
 
 
