@@ -6,7 +6,9 @@ always go around an API, so in every process that runs training code an audit ho
 training runs (`training`), opening, renaming or hard-linking a file that a dataset declares as
 holding its test split raises `SealBrokenError`, and so does starting a child process (it would read
 outside the hook's sight). It also records every declared data file the process opens (`recording`);
-a row carries that record and its digest, which `python -m harness.verify` checks.
+a row carries that record and its digest, which `python -m harness.verify` checks. A split a job
+maps from Ray's object store instead of reading files (`harness.data.shared`) is recorded beside
+them (`received`), by name, with the digest of its bytes.
 
 The state lives in the hook's closure, not in a module attribute, so no assignment turns it off. What
 this cannot stop: code that rewrites the interpreter's own state (closures, frames, ctypes) or reads
@@ -42,7 +44,8 @@ class DeclaredFiles:
 
 @dataclass
 class AuditRecord:
-    """The declared data files one job opened, in order, and what it tried that was refused."""
+    """The declared data files one job opened and the shared splits it received, in order, and what it
+    tried that was refused."""
 
     reads: list[dict[str, Any]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -116,6 +119,14 @@ class _Guard:
         if refused:
             self._refuse(f"{event} of {real} (it holds {holds}) while training")
 
+    def received(self, holds: str, digest: str) -> None:
+        """Record a split handed to the job from the object store; a test split while training is refused."""
+        entry = {"object": holds, "holds": holds, "digest": digest, "while_training": bool(self.training)}
+        for record in list(self.records):
+            record.add(entry)
+        if self.training and holds.endswith(":test"):
+            self._refuse(f"the object-store split {holds} while training")
+
     def _refuse(self, what: str) -> None:
         for record in list(self.records):
             record.refused.append(what)
@@ -176,7 +187,12 @@ def _seal_functions() -> tuple[Callable[..., Any], ...]:
     def is_training() -> bool:
         return guard.training > 0
 
-    return sealed, training, recording, is_sealed, is_training
+    def received(holds: str, digest: str) -> None:
+        """Record, in every open record, a split (`digits:train`) the job mapped from the object store."""
+        install()
+        guard.received(holds, digest)
+
+    return sealed, training, recording, is_sealed, is_training, received
 
 
-sealed, training, recording, is_sealed, is_training = _seal_functions()
+sealed, training, recording, is_sealed, is_training, received = _seal_functions()

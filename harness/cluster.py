@@ -97,21 +97,23 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def submit_teacher(bench: Any, phase: str, seed: int, split_seed: int, cpus: float, gpus: float = 0.0) -> Any:
+def submit_teacher(bench: Any, phase: str, seed: int, split_seed: int, cpus: float, gpus: float = 0.0,
+                   data: Any = None) -> Any:
     """Train a teacher as a Ray task; returns ObjectRefs (weights, metrics), so students can wait on the weights.
 
     It holds one final-run worker's share (`cpus`, `gpus`): with a GPU it trains there (`pick_device`).
+    `data` is the phase's `harness.data.shared.SplitHandles` (None: the task reads the files).
     """
     import ray
 
     from harness.jobs import train_teacher
 
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, num_returns=2, max_retries=0)(_teacher_task)
-    return task.remote(train_teacher, bench, phase, seed, split_seed, max(1, int(cpus)))
+    return task.remote(train_teacher, bench, phase, seed, split_seed, max(1, int(cpus)), data)
 
 
-def _teacher_task(fn: Any, bench: Any, phase: str, seed: int, split_seed: int, threads: int) -> Any:
-    state, metrics = fn(bench, phase, seed, split_seed, threads)
+def _teacher_task(fn: Any, bench: Any, phase: str, seed: int, split_seed: int, threads: int, data: Any) -> Any:
+    state, metrics = fn(bench, phase, seed, split_seed, threads, data)
     metrics["node_id"] = node_id()
     metrics["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return state, metrics

@@ -25,6 +25,7 @@ from torch import nn
 from harness.audit import AuditRecord
 from harness.compute import ComputeMeter
 from harness.data import BatchAugment, DataAccess, DatasetInfo, ImageArrays, sealed_test_split
+from harness.data.shared import SplitHandles
 from harness.data.sources import audit_record, training_window
 from harness.data.tasks import TaskStream, class_incremental
 from harness.engine import (
@@ -63,6 +64,7 @@ class RunSpec:
     metrics: tuple[str, ...] = ()
     threads: int = 1
     protocol: str = DEFAULT_PROTOCOL  # a `harness.protocols` name: what tuning trains and scores on
+    data: SplitHandles | None = None  # the object-store splits this job may map (None: it reads the files)
 
 
 def split_hyperparams(hyperparams: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -208,7 +210,7 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
     with audit_record() as record, sealed_test_split() if protocol.seals_test else contextlib.nullcontext():
         access = DataAccess(data.dataset, data.phase, val_fraction=data.val_fraction, split_seed=data.split_seed,
                             tune_train_size=data.tune_train_size, tune_val_size=data.tune_val_size,
-                            scenario=bench.scenario)
+                            scenario=bench.scenario, shared=spec.data)
         device = device or pick_device()
         train_data, val_data = access.split(data.train_split), access.split(data.score_split)
         teacher = load_teacher(bench, access.info, teacher_state, device)
@@ -235,9 +237,11 @@ def audit_columns(record: AuditRecord) -> dict[str, str]:
 
 
 def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int = 0,
-                  threads: int = 1) -> tuple[bytes, dict[str, Any]]:
-    """Train the benchmark's teacher on the phase's training data; return (weights, row metrics)."""
+                  threads: int = 1, data: SplitHandles | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Train the benchmark's teacher on the phase's training data (mapped from `data` when given);
+    return (weights, row metrics)."""
     assert bench.teacher is not None
+    discover_methods()  # in a fresh Ray worker: plugin datasets are registered before they are looked up
     torch.set_num_threads(max(1, threads))
     teacher_method = Method()
     spec = bench.teacher
@@ -248,15 +252,15 @@ def train_teacher(bench: BenchmarkSpec, phase: Phase, seed: int, split_seed: int
             with sealed_test_split():
                 access = DataAccess(bench.dataset, "tune", val_fraction=bench.val_fraction, split_seed=split_seed,
                                     tune_train_size=bench.tune_train_size, tune_val_size=bench.tune_val_size,
-                                    scenario=bench.scenario)
-                data, held_out, held_out_name = access.split("tune_train"), access.split("tune_val"), "val"
+                                    scenario=bench.scenario, shared=data)
+                train_data, held_out, held_out_name = access.split("tune_train"), access.split("tune_val"), "val"
         else:
-            access = DataAccess(bench.dataset, "final", scenario=bench.scenario)
-            data, held_out_name = access.split("train"), "test"
+            access = DataAccess(bench.dataset, "final", scenario=bench.scenario, shared=data)
+            train_data, held_out_name = access.split("train"), "test"
         torch.manual_seed(seed)
         model = build_for(bench, access.info, spec.model).to(device)
         with training_window():
-            stats = train(model, teacher_method, data, TrainSettings.for_run(spec.train, spec.budget, seed),
+            stats = train(model, teacher_method, train_data, TrainSettings.for_run(spec.train, spec.budget, seed),
                           num_classes=access.info.num_classes, augment=augment_for(bench, access.info), device=device)
         if phase != "tune":  # read once training is done
             held_out = access.split("test")
@@ -288,9 +292,10 @@ def final_run(spec: RunSpec, teacher_state: bytes | None = None, *, rank: int = 
 def _final_run(spec: RunSpec, teacher_state: bytes | None, rank: int, world_size: int, device: torch.device | None,
                wrap_model: Callable[[nn.Module], nn.Module] | None, checkpointing: Checkpointing | None,
                record: AuditRecord) -> dict[str, Any]:
+    discover_methods()  # in a fresh Ray Train worker: plugin datasets are registered before they are looked up
     bench, settings = spec.benchmark, spec.benchmark.evaluation
     access = DataAccess(bench.dataset, "final", scenario=bench.scenario, split_seed=spec.split_seed,
-                        calibration_size=settings.calibration_size)
+                        calibration_size=settings.calibration_size, shared=spec.data)
     device = device or pick_device()
     teacher = load_teacher(bench, access.info, teacher_state, device)
     train_data = access.split("train")
@@ -320,7 +325,7 @@ def _final_run(spec: RunSpec, teacher_state: bytes | None, rank: int, world_size
                             stochastic=method_info(spec).stochastic,
                             val_images=calibration.images if calibration else None,
                             val_labels=calibration.labels if calibration else None,
-                            ood_sets=ood_datasets(settings.ood_sets) if "ood" in spec.metrics else {})
+                            ood_sets=ood_datasets(settings.ood_sets, spec.data) if "ood" in spec.metrics else {})
         result.update(evaluate(inputs, spec.metrics))
         result["eval/wall_s"] = time.perf_counter() - start
     result["splits_read"] = ",".join(access.splits_read)
@@ -348,12 +353,17 @@ def method_info(spec: RunSpec) -> MethodInfo:
     return METHODS.get(spec.method.name).info
 
 
-def ood_datasets(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Test images of the registered datasets named as OOD sets (synthetic sets are made by the metric).
+def ood_datasets(names: tuple[str, ...], shared: SplitHandles | None = None) -> dict[str, torch.Tensor]:
+    """Test images of the registered datasets named as OOD sets (synthetic sets are made by the metric),
+    mapped from `shared` when it carries them, else read from the files.
 
     The suite check has made sure each has the benchmark's channels and image size. Reading another
     dataset's test split in the final phase is legitimate: it is never a training or selection signal.
     """
     from harness.data import DATASETS, load_split
 
-    return {name: load_split(name, "test").images for name in names if name in DATASETS}
+    def images(name: str) -> torch.Tensor:
+        mapped = shared.fetch(name, "test") if shared is not None else None
+        return (mapped if mapped is not None else load_split(name, "test")).images
+
+    return {name: images(name) for name in names if name in DATASETS}

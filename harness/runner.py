@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from harness import cluster
 from harness.claims import continuing_cells, dataset_classes, declared_claims
+from harness.data.shared import SharedSplits
 from harness.jobs import RunSpec
 from harness.plan import Cell, FinalJob, plan_suite
 from harness.progress import Progress
@@ -60,7 +61,9 @@ class SuiteRunner:
         self.plan = plan_suite(suite)
         self.seeds = self.plan.seeds
         self.cells = [cell_plan.cell for cell_plan in self.plan.cells]
-        self.teachers = Teachers(suite, run_dir, self.store, progress, self.seeds)
+        # every split read once, by this driver, and mapped by every job from Ray's object store
+        self.shared = SharedSplits()
+        self.teachers = Teachers(suite, run_dir, self.store, progress, self.seeds, self.shared)
 
     # ------------------------------------------------------------------ tuning
 
@@ -101,7 +104,8 @@ class SuiteRunner:
             bench = cell.tune_benchmark
             teacher = self.teachers.source(bench, "tune", self.seeds.teacher) if cell.needs_teacher else None
             spec = RunSpec(benchmark=bench, method=cell.method, seed=self.seeds.trial, protocol=cell.protocol,
-                           split_seed=self.seeds.tuning_split, threads=max(1, int(tuning.cpus_per_worker)))
+                           split_seed=self.seeds.tuning_split, threads=max(1, int(tuning.cpus_per_worker)),
+                           data=self.shared.tuning(bench.dataset))
             due.append(TuningCell(key=cell.key, spec=spec, space=space, trials=tuning.trials - len(stored),
                                   teacher=teacher, next_index=max(stored, default=-1) + 1))
         by_key = {cell.key: cell for cell in self.cells}
@@ -173,7 +177,8 @@ class SuiteRunner:
             params = best[job.cell.key]
             spec = RunSpec(benchmark=job.cell.benchmark, method=job.cell.method, seed=job.seed, hyperparams=params,
                            protocol=job.cell.protocol, split_seed=self.seeds.final_split,
-                           metrics=self.suite.evaluation.metrics, threads=workers.threads)
+                           metrics=self.suite.evaluation.metrics, threads=workers.threads,
+                           data=self.shared.final(job.cell.benchmark.dataset, self._test_sets(job)))
             teacher = teachers.get((job.cell.benchmark.name, job.seed))  # weights, or the ref of the task training them
             name = f"{final_row_id(job).replace(':', '-')}-{final_config_hash(job, params)[:8]}"
             return submit_final(spec, teacher, storage=self.scratch.child("ray_train"), name=name, workers=workers,
@@ -192,6 +197,10 @@ class SuiteRunner:
 
         run_in_slots(queue, slots, submit, finished)
         self.teachers.settle()
+
+    def _test_sets(self, job: FinalJob) -> tuple[str, ...]:
+        """The other datasets whose test splits a final run evaluates on (its OOD sets)."""
+        return job.cell.benchmark.evaluation.ood_sets if "ood" in self.suite.evaluation.metrics else ()
 
     def _stored_final_runs(self) -> dict[tuple[str, int], dict[str, Any]]:
         frame = self.store.read()

@@ -16,6 +16,7 @@ from typing import Any
 from rich.markup import escape
 
 from harness import cluster
+from harness.data.shared import SharedSplits, SplitHandles
 from harness.plan import Seeds
 from harness.progress import Progress
 from harness.row_builders import teacher_row, teacher_row_id
@@ -27,8 +28,10 @@ from harness.suite import BenchmarkSpec, Suite, stable_hash
 class Teachers:
     """The suite's teachers: cached weights, the tasks training the others, and their rows."""
 
-    def __init__(self, suite: Suite, run_dir: Path, store: ResultStore, progress: Progress, seeds: Seeds) -> None:
+    def __init__(self, suite: Suite, run_dir: Path, store: ResultStore, progress: Progress, seeds: Seeds,
+                 shared: SharedSplits | None = None) -> None:
         self.suite, self.run_dir, self.store, self.progress, self.seeds = suite, run_dir, store, progress, seeds
+        self.shared = shared  # the object-store splits teachers map (None: each task reads the files)
         self._weights: dict[str, bytes] = {}
         self._training: dict[str, tuple[Any, str]] = {}  # row id -> (the task's refs, when it started)
         self._jobs: dict[str, tuple[BenchmarkSpec, str, int]] = {}  # teachers under way, by row id
@@ -51,10 +54,17 @@ class Teachers:
                 return self._weights[row_id]
             final = self.suite.final
             split_seed = self.seeds.tuning_split if phase == "tune" else self.seeds.final_split
-            refs = cluster.submit_teacher(bench, phase, seed, split_seed, final.cpus_per_worker, final.worker_gpus)
+            refs = cluster.submit_teacher(bench, phase, seed, split_seed, final.cpus_per_worker, final.worker_gpus,
+                                          self._data(bench, phase))
             self._training[row_id] = (refs, now())
             self._jobs[row_id] = (bench, phase, seed)
         return self._training[row_id][0][0]  # the weights' ref
+
+    def _data(self, bench: BenchmarkSpec, phase: str) -> SplitHandles | None:
+        """The object-store splits a teacher of `phase` may map (None: its task reads the files)."""
+        if self.shared is None:
+            return None
+        return self.shared.tuning(bench.dataset) if phase == "tune" else self.shared.final(bench.dataset)
 
     def weights(self, bench: BenchmarkSpec, phase: str, seed: int) -> bytes:
         """The teacher's weights: cached, or trained (once), then stored with its row and cached."""

@@ -1,8 +1,9 @@
 """`python -m harness.verify RUN_DIR`: check what a run's rows say about the seal, and say what they cannot prove.
 
 Per row: the splits it read are those its phase and protocol may read; its audit record matches its
-digest, and no successful row opened a test split's file while training (an honest tuning row, never
-at all); its suite hash is the run's. For the run: the frozen `suite.yaml` hashes to the directory's
+digest, and no successful row opened a test split's file or received a test split from Ray's object
+store while training (an honest tuning row, never at all); its suite hash is the run's. Across rows:
+every split received from the object store has one digest (every job got the same bytes). For the run: the frozen `suite.yaml` hashes to the directory's
 name, and the code version the rows name. Exit codes: 0 every check passed (what could not be checked
 is listed), 1 a check failed, 2 RUN_DIR is not a run directory.
 """
@@ -36,6 +37,9 @@ LIMITS = (
     "(a checksum, not a signature)",
     "a job that found its train split already cached in its process opened no file: its record is empty, "
     "and its splits_read column alone says what it was handed",
+    "a split mapped from Ray's object store is recorded by the data layer when it hands the split out; a raw "
+    "ray.get of an object reference is not seen (no tuning job is handed a test split's reference, and none "
+    "is in the object store while a suite tunes)",
 )
 
 
@@ -99,10 +103,17 @@ def audit_problems(row: Mapping[str, Any]) -> list[str]:
         holds_test = any(part.endswith(":test") for part in str(read.get("holds", "")).split(","))
         test_only = holds_test and not any(part.endswith(":train") for part in str(read["holds"]).split(","))
         if ok and read.get("while_training") and holds_test:
-            problems.append(f"{row['row_id']}: opened {read['file']} ({read['holds']}) while training")
+            problems.append(f"{row['row_id']}: {_what_it_read(read)} while training")
         elif ok and honest_tuning(row) and test_only:
-            problems.append(f"{row['row_id']}: an honest tuning job opened {read['file']} ({read['holds']})")
+            problems.append(f"{row['row_id']}: an honest tuning job {_what_it_read(read)}")
     return problems
+
+
+def _what_it_read(read: Mapping[str, Any]) -> str:
+    """`opened FILE (holds)` for a file, `received the object-store split NAME` for a shared split."""
+    if "object" in read:
+        return f"received the object-store split {read['object']}"
+    return f"opened {read['file']} ({read['holds']})"
 
 
 def check_audit(rows: list[dict[str, Any]], findings: Findings) -> None:
@@ -110,8 +121,8 @@ def check_audit(rows: list[dict[str, Any]], findings: Findings) -> None:
     problems = [problem for row in audited for problem in audit_problems(row)]
     findings.failed += problems
     if audited and not problems:
-        findings.passed.append(f"{len(audited)} audit records match their digests and show no test-split file "
-                               "opened while training, nor by honest tuning")
+        findings.passed.append(f"{len(audited)} audit records match their digests and show no test split opened "
+                               "or received while training, nor by honest tuning")
     refused = [row["row_id"] for row in rows if "SealBrokenError" in str(row.get("error") or "")]
     if refused:
         findings.passed.append(f"{len(refused)} row(s) failed because the audit refused a read (the seal held): "
@@ -121,6 +132,22 @@ def check_audit(rows: list[dict[str, Any]], findings: Findings) -> None:
         findings.unproven.append(f"{missing} of {len(rows)} rows carry no audit record (written before the audit "
                                  "existed, or a trial that failed before its first report): only their "
                                  "splits_read speaks for them")
+
+
+def check_shared_bytes(rows: list[dict[str, Any]], findings: Findings) -> None:
+    """Every row that received a split from the object store got the same bytes (one digest per split)."""
+    digests: dict[str, set[str]] = {}
+    for row in rows:
+        if _present(row.get("data_files_read")) and record_digest(str(row["data_files_read"])) == row.get("audit_digest"):
+            for read in json.loads(str(row["data_files_read"])).get("reads", []):
+                if "object" in read:
+                    digests.setdefault(str(read["object"]), set()).add(str(read.get("digest")))
+    differing = {name: sorted(found) for name, found in digests.items() if len(found) > 1}
+    findings.failed += [f"rows received different bytes for the object-store split {name}: digests "
+                        + ", ".join(digest[:12] for digest in found) for name, found in sorted(differing.items())]
+    if digests and not differing:
+        findings.passed.append(f"every row that received a split from the object store got the same bytes "
+                               f"({', '.join(sorted(digests))})")
 
 
 def check_hashes(run_dir: Path, rows: list[dict[str, Any]], findings: Findings) -> None:
@@ -170,6 +197,7 @@ def verify(run_dir: Path) -> Findings:
     check_code_version(rows, findings)
     check_splits(rows, findings)
     check_audit(rows, findings)
+    check_shared_bytes(rows, findings)
     findings.unproven += list(LIMITS)
     return findings
 

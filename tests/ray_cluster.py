@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,14 +160,18 @@ def _wait_for_nodes(cluster: LocalCluster, count: int, timeout: float) -> list[N
 
 
 @contextlib.contextmanager
-def local_cluster(log_dir: Path, *, nodes: int = 2, cpus_per_node: int = 1, timeout: float = 240) -> Iterator[LocalCluster]:
-    """Start a head and `nodes - 1` worker nodes with token auth on this machine; always tear them down."""
+def local_cluster(log_dir: Path, *, nodes: int = 2, cpus_per_node: int = 1, timeout: float = 240,
+                  node_env: Mapping[str, str] | None = None) -> Iterator[LocalCluster]:
+    """Start a head and `nodes - 1` worker nodes with token auth on this machine; always tear them down.
+
+    `node_env` is added to the nodes' environment, which their Ray workers inherit."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     head_ports = dict(zip(HEAD_PORTS + NODE_PORTS, free_ports(len(HEAD_PORTS) + len(NODE_PORTS)), strict=True))
     cluster = LocalCluster(temp_dir=temp_dir, log_dir=log_dir, token=secrets.token_hex(32),
                            gcs_port=head_ports["port"], dashboard_port=head_ports["dashboard-port"])
     # a SIGTERMed `ray start --block` drains its node for up to 30 s first; a test cluster has nothing to drain
-    env = {**cluster.env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    env = {**cluster.env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+           **(node_env or {})}
     try:
         head_log = log_dir / "ray-head.log"
         cluster.processes.append(_spawn(

@@ -2,12 +2,14 @@
 
 `python -m harness.run --address` spreads trials and final runs over both nodes; a client without
 the cluster's token is refused, promptly and saying why; a suite submitted with `ray job submit`
-runs on the head node and stores its results under its `--out` directory.
+runs on the head node and stores its results under its `--out` directory; and a suite whose data
+files only the driver can read runs on both nodes, every job mapping its splits from Ray's object store.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.plugins import PLUGINS_ENV
 from harness.store import read_results
 from harness.suite import load_suite
+from tests.driver_only_dataset import DRIVER_ENV
 from tests.ray_cluster import RAY, LocalCluster, client_env, local_cluster
 
 pytestmark = pytest.mark.ray
@@ -27,14 +31,19 @@ pytestmark = pytest.mark.ray
 QUICK = ("evaluation.metrics=[accuracy]",)
 TWO_METHODS = ("methods=[{name: erm}, {name: label_smoothing}]", "tuning.trials=2", "final.seeds=[0,1]", *QUICK)
 ONE_METHOD = ("methods=[{name: erm}]", "tuning.trials=1", "final.seeds=[0]", *QUICK)
+DRIVER_DATA = ("benchmarks[0].dataset=driver_digits", "methods=[{name: erm}]", "tuning.trials=2",
+               "final.seeds=[0,1]", *QUICK)
 REFUSED = "Authentication token is missing or incorrect"
 JOB_DONE = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A head and a worker node, one CPU each, token auth on; torn down (and checked) after the module."""
-    with local_cluster(tmp_path_factory.mktemp("ray-cluster-logs"), nodes=2, cpus_per_node=1) as running:
+    """A head and a worker node, one CPU each, token auth on; torn down (and checked) after the module.
+    Their workers import this repository's test plugins (tests/ on the path), as the driver does."""
+    pythonpath = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))
+    with local_cluster(tmp_path_factory.mktemp("ray-cluster-logs"), nodes=2, cpus_per_node=1,
+                       node_env={"PYTHONPATH": pythonpath}) as running:
         assert len(running.nodes) == 2 and all(node.cpus == 1 for node in running.nodes)
         assert sorted(node.is_head for node in running.nodes) == [False, True]
         yield running
@@ -66,6 +75,29 @@ def test_a_suite_run_with_address_uses_both_nodes(cluster: LocalCluster, repo_ro
     # two final runs hold one CPU each at a time, and each node has one CPU: they run on different nodes
     assert set(final["node_id"]) == cluster.node_ids()
     assert set(tune["node_id"]) | set(final["node_id"]) == cluster.node_ids()
+
+
+def test_nodes_without_the_data_files_run_a_suite_on_splits_from_the_object_store(cluster: LocalCluster,
+                                                                                 repo_root: Path, tmp_path: Path) -> None:
+    # the driver alone can read driver_digits; every Ray worker, on either node, is refused its files
+    env = {**cluster.env(), PLUGINS_ENV: "tests.driver_only_dataset", DRIVER_ENV: "1"}
+    proc = subprocess.run(suite_command(repo_root, tmp_path, DRIVER_DATA, "--address", cluster.address),
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    run = run_dir(repo_root, tmp_path, DRIVER_DATA)
+    rows = read_results(run)
+    assert len(rows) == 4 and (rows["status"] == "ok").all(), rows[["row_id", "error"]]
+    assert set(rows.loc[rows["phase"] == "final", "node_id"]) == cluster.node_ids()  # both nodes ran a final run
+    for row in rows.to_dict("records"):
+        reads = json.loads(row["data_files_read"])["reads"]
+        assert all("file" not in read for read in reads), (row["row_id"], reads)  # no job opened a data file
+        expected = ["driver_digits:train"] + (["driver_digits:test"] if row["phase"] == "final" else [])
+        assert [read["object"] for read in reads] == expected, row["row_id"]
+    verified = subprocess.run([sys.executable, "-m", "harness.verify", str(run)], cwd=repo_root, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert verified.returncode == 0, verified.stdout[-3000:]
+    assert "got the same bytes (driver_digits:test, driver_digits:train)" in verified.stdout
 
 
 def test_a_suite_run_without_the_token_is_refused(cluster: LocalCluster, repo_root: Path, tmp_path: Path) -> None:

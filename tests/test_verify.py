@@ -16,6 +16,8 @@ from harness.verify import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = {"file": "/x/sklearn/datasets/data/digits.csv.gz", "holds": "digits:test,digits:train"}
 T10K = {"file": "/data/t10k-images-idx3-ubyte.gz", "holds": "fashion_mnist:test"}
+SHARED_TEST = {"object": "digits:test", "holds": "digits:test", "digest": "d" * 64}  # from Ray's object store
+SHARED_TRAIN = {"object": "digits:train", "holds": "digits:train", "digest": "a" * 64, "while_training": False}
 
 
 def audited(row: dict[str, Any], *reads: dict[str, Any]) -> dict[str, Any]:
@@ -59,10 +61,24 @@ def test_an_honest_run_passes_and_says_what_it_cannot_prove(tmp_path: Path, caps
     assert "cannot prove: the audit sees what Python's own file and process functions do" in out
 
 
+def test_a_run_on_object_store_splits_passes_when_every_row_got_the_same_bytes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tune, final, _ = honest_rows()
+    rows = [audited(tune, SHARED_TRAIN), audited(final, SHARED_TRAIN, {**SHARED_TEST, "while_training": False})]
+    code, out = verify(run_dir_with(tmp_path, *rows), capsys)
+    assert code == EXIT_OK and "FAIL" not in out, out
+    assert "ok: every row that received a split from the object store got the same bytes (digits:test, " \
+           "digits:train)" in out
+
+
 @pytest.mark.parametrize(("damage", "says"), [
     ("edited", "final:holdout:digits:erm:s0: data_files_read does not match its audit_digest"),
     ("test_while_training", "opened /data/t10k-images-idx3-ubyte.gz (fashion_mnist:test) while training"),
     ("honest_reads_test_file", "an honest tuning job opened /data/t10k-images-idx3-ubyte.gz"),
+    ("honest_receives_test", "an honest tuning job received the object-store split digits:test"),
+    ("receives_test_while_training", "final:holdout:digits:erm:s0: received the object-store split digits:test "
+                                     "while training"),
+    ("shared_bytes_differ", "rows received different bytes for the object-store split digits:train"),
     ("splits", "splits outside the row's phase and protocol: tune:holdout:digits:erm:0000 read test"),
     ("suite_hash", "rows of another suite hash: 0123456789abcdef"),
 ])
@@ -76,6 +92,12 @@ def test_each_contradiction_fails_verification(tmp_path: Path, capsys: pytest.Ca
         rows[1] = audited(final, {**T10K, "while_training": True})
     elif damage == "honest_reads_test_file":
         rows[0] = audited(tune, {**T10K, "while_training": False})
+    elif damage == "honest_receives_test":
+        rows[0] = audited(tune, {**SHARED_TEST, "while_training": False})
+    elif damage == "receives_test_while_training":
+        rows[1] = audited(final, {**SHARED_TEST, "while_training": True})
+    elif damage == "shared_bytes_differ":
+        rows[0], rows[1] = audited(tune, SHARED_TRAIN), audited(final, {**SHARED_TRAIN, "digest": "b" * 64})
     elif damage == "splits":
         tune["splits_read"] = "test,tune_train"
     else:

@@ -1,5 +1,8 @@
 """The only ways to get data: `load_split` (cached raw splits) and `DataAccess` (a run's handle).
 
+A handle given `SplitHandles` (`harness.data.shared`: the splits the driver put in Ray's object store)
+maps its raw splits from there instead of reading files; the splits it hands out are the same bytes.
+
 A tuning-phase handle can reach only `tune_train` and `tune_val`, carved out of the train split,
 so nothing a tuner does can see the test set; a final-phase handle gets `train` and `test`.
 Each handle records which splits it handed out, so a run's record can prove it. The `oracle` phase,
@@ -21,6 +24,7 @@ import torch
 
 from harness.data.scenario_spec import ScenarioSpec
 from harness.data.scenarios import apply_scenario
+from harness.data.shared import SplitHandles
 from harness.data.sources import DATASETS, SPLITS, DatasetInfo, ImageArrays, Split, refuse_if_sealed
 from harness.data.splits import stratified_split, stratified_subsample
 from harness.errors import HarnessInputError, SealedSplitError
@@ -81,6 +85,7 @@ class DataAccess:
         tune_val_size: int | None = None,
         scenario: ScenarioSpec | None = None,
         calibration_size: int = 0,
+        shared: SplitHandles | None = None,
     ) -> None:
         if phase not in PHASE_SPLITS:
             raise HarnessInputError(f"unknown phase '{phase}'; valid: {', '.join(PHASE_SPLITS)}")
@@ -97,6 +102,7 @@ class DataAccess:
         self.sizes = {"tune_train": tune_train_size, "tune_val": tune_val_size}
         self.scenario = scenario
         self.calibration_size = calibration_size
+        self.shared = shared  # the object-store splits to map; None (or a split it lacks): read the files
         self._calibration: ImageArrays | None = None
         self._tune_splits: dict[str, ImageArrays] | None = None
         self._final_train: ImageArrays | None = None
@@ -132,7 +138,7 @@ class DataAccess:
                 raise UnknownSplitError("no calibration split: set the benchmark's evaluation.calibration_size")
             arrays = self._calibration
         else:
-            arrays = load_split(self.dataset, "test")
+            arrays = self._raw("test")
         self._read.add(name)
         return arrays
 
@@ -159,10 +165,16 @@ class DataAccess:
         self._scenario_record = {"split": TRAINING_SPLIT[self.phase], **record}
         return changed
 
+    def _raw(self, split: Split) -> ImageArrays:
+        """A raw split of this handle's dataset: mapped from the object store when shared, else from the files.
+        Read-only either way (the file-read train split is the process's shared cache)."""
+        mapped = self.shared.fetch(self.dataset, split) if self.shared is not None else None
+        return mapped if mapped is not None else load_split(self.dataset, split)
+
     def _final_train_split(self) -> ImageArrays:
         """The final training split: train minus the calibration hold-out (if any), then the scenario."""
         if self._final_train is None:
-            train = load_split(self.dataset, "train")
+            train = self._raw("train")
             if self.calibration_size:
                 if self.calibration_size >= len(train):
                     raise HarnessInputError(f"calibration_size {self.calibration_size} leaves nothing to train on: "
@@ -179,7 +191,7 @@ class DataAccess:
         """Stratified val_fraction of each class to tune_val; optional caps keep class balance; then the
         scenario, on tune_train only."""
         if self._tune_splits is None:
-            train = load_split(self.dataset, "train")
+            train = self._raw("train")
             rest, held = stratified_split(train.labels, self.val_fraction, self.split_seed)
             splits = {"tune_train": train.subset(rest), "tune_val": train.subset(held)}
             # distinct derived seeds so the two caps do not pick correlated positions
@@ -194,7 +206,7 @@ class DataAccess:
 
     def _oracle_test_split(self) -> ImageArrays:
         """The test split, capped like tune_val, so oracle and holdout select on equally many examples."""
-        test = load_split(self.dataset, "test")
+        test = self._raw("test")
         size = self.sizes["tune_val"]
         if size is None:
             size = len(self._tune_split("tune_val"))
