@@ -40,7 +40,10 @@ def evidence_rows(verdict: ClaimVerdict, context: SiteContext) -> list[tuple[str
     """(fact, HTML) pairs of one judged claim."""
     metric = verdict.claim.metric
     mde = number(metric, verdict.mde) if math.isfinite(verdict.mde) else "not finite (fewer than 2 pairs)"
-    resolve = str(verdict.n_to_resolve) if verdict.n_to_resolve else "already resolved, or no affordable n"
+    if verdict.verdict != "inconclusive":
+        resolve = f"not needed: the verdict is {verdict.verdict}"
+    else:
+        resolve = str(verdict.n_to_resolve) if verdict.n_to_resolve else "none affordable (beyond 1000 pairs)"
     return [
         ("verdict", f"{verdict_html(verdict.verdict)} {esc(verdict.reason)}"),
         ("method mean [95% CI]", esc(f"{number(metric, verdict.mean)} {interval(metric, *verdict.ci)}")),
