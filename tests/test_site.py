@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from dashboards.__main__ import main as dashboards_main
 from dashboards.site import SiteContext, build_site, paths, site_files
@@ -26,6 +27,7 @@ from dashboards.sources import RunSource, load_sources
 from harness.bundle import write_bundle
 from harness.comparisons import differences_from, seed_tables, side_effects
 from harness.plugins import discover_methods
+from harness.store import read_results
 from tests.fixtures_results import HOSTILE_METHOD, SUITE_HASH
 from tests.site_fixtures import write_fixture_run
 
@@ -192,3 +194,24 @@ def test_serve_prints_its_address_serves_the_site_and_stops_on_ctrl_c(tmp_path: 
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_a_claim_judged_at_several_budgets_gets_a_budget_curve(tmp_path: Path) -> None:
+    """Two runs of one suite at two final budgets (two hashes): the claim page draws the curve, smallest first."""
+    discover_methods()
+    first = write_fixture_run(tmp_path)
+    second = first.parent / "0123456789abcdef"
+    second.mkdir()
+    suite = yaml.safe_load((first / "suite.yaml").read_text())
+    for bench in suite["benchmarks"]:
+        bench["budget"] = {"epochs": 2.0, "steps": None}
+    (second / "suite.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    read_results(first).assign(suite_hash=second.name).to_parquet(second / "results.parquet")
+    files = site_files(load_sources([tmp_path]).runs, CONTEXT)
+    page = files[paths.claim_page("label_smoothing")].decode()
+    assert 'id="budget-curve"' in page
+    curve = page[page.index('id="budget-curve"'):]
+    assert curve.index("2 epochs") < curve.index("10 epochs")
+    assert "cifar10_resnet8" in curve and "fashion_mnist_mlp" in curve and "supported at every budget" in curve
+    single = site_files(load_sources([first]).runs, CONTEXT)[paths.claim_page("label_smoothing")].decode()
+    assert 'id="budget-curve"' not in single

@@ -1,20 +1,32 @@
 """A page per claim: the paper's claim, and for every run that judged it the gates, the verdict and its
 reason, the MDE and the n that would resolve it, the budget, n, the interval method and the command that
-reproduces the run; a budget curve (the paired difference against the training budget) when the claim
-was judged at several budgets."""
+reproduces the run; a budget curve (`harness.claims.budget_curves`: verdict and effect against the final
+budget, with its trend in words) where a suite judged the claim at several budgets."""
 
 from __future__ import annotations
 
 import math
 
 from dashboards.claims import budget_text
+from dashboards.figures import plotly_text
+from dashboards.page import embed_json
 from dashboards.site import paths
 from dashboards.site.catalogue import Catalogue
-from dashboards.site.cells import Cell, SiteTable, interval, link_cell, number, text_cell, verdict_html
+from dashboards.site.cells import (
+    Cell,
+    SiteTable,
+    in_percent,
+    interval,
+    link_cell,
+    number,
+    text_cell,
+    unit_note,
+    verdict_html,
+)
 from dashboards.site.layout import SiteContext, site_page
 from dashboards.site.method_pages import describe_claim
 from dashboards.table import esc
-from harness.claims import ClaimVerdict, TrainingLength
+from harness.claims import BudgetCurve, ClaimVerdict, TrainingLength, budget_curves
 from harness.verdicts import Gate
 
 
@@ -60,26 +72,51 @@ def evidence_rows(verdict: ClaimVerdict, context: SiteContext) -> list[tuple[str
     ]
 
 
-def length_key(length: TrainingLength) -> tuple[float, float]:
-    return (length.epochs if length.epochs is not None else math.inf,
-            float(length.steps) if length.steps is not None else math.inf)
+def length_text(length: TrainingLength) -> str:
+    return f"{length.epochs:g} epochs" if length.epochs is not None else f"{length.steps} steps"
 
 
-def budget_curve(verdicts: list[ClaimVerdict], method: str) -> SiteTable | None:
-    """The paired difference at each budget the claim was judged at, smallest budget first; None with one."""
-    budgets = {budget_text(v.budget) for v in verdicts if v.budget}
-    if len(budgets) < 2:
-        return None
-    ordered = sorted((v for v in verdicts if v.budget), key=lambda v: (v.benchmark, length_key(v.budget.final),
-                                                                        v.budget.trials, v.budget.seeds))
+def curve_table(curve: BudgetCurve, name: str) -> SiteTable:
+    """The points of one budget curve (`harness.claims.budget_curves`), smallest budget first."""
+    metric = curve.claim.metric
     return SiteTable(
-        f"claim-{paths.slug(method)}-budget-curve",
-        "Budget curve: the paired difference against the budget the suite gave (smallest first).",
-        ("budget", "suite", "benchmark", "paired difference [95% CI]", "verdict"),
-        tuple((text_cell(budget_text(v.budget)), text_cell(v.suite), text_cell(v.benchmark),
-               text_cell(f"{number(v.claim.metric, v.difference, signed=True)} "
-                         f"{interval(v.claim.metric, *v.difference_ci, signed=True)}"),
-               Cell(verdict_html(v.verdict), v.verdict)) for v in ordered))
+        name, f"{curve.suite} · {curve.benchmark}: the claim at each final budget; effect signed so that up is "
+        f"better on {metric} ({curve.trend}).",
+        ("final budget", "verdict", "effect [95% CI]", "seed pairs"),
+        tuple((text_cell(length_text(p.budget)), Cell(verdict_html(p.verdict), p.verdict),
+               text_cell(f"{number(metric, p.effect, signed=True)} {interval(metric, *p.effect_ci, signed=True)}"),
+               text_cell(p.seeds)) for p in curve.points))
+
+
+def curve_figure(curve: BudgetCurve, div_id: str) -> str:
+    """A plotly figure of the effect with its interval against the budget, drawn once plotly has loaded."""
+    metric, points = curve.claim.metric, curve.points
+    scale = 100.0 if in_percent(metric) else 1.0
+    figure = {"data": [{
+        "type": "scatter", "mode": "lines+markers", "x": [length_text(p.budget) for p in points],
+        "y": [p.effect * scale for p in points], "text": [p.verdict for p in points],
+        "error_y": {"type": "data", "symmetric": False,
+                    "array": [(p.effect_ci[1] - p.effect) * scale for p in points],
+                    "arrayminus": [(p.effect - p.effect_ci[0]) * scale for p in points]}}],
+        "layout": {"title": {"text": plotly_text(f"{curve.suite} · {curve.benchmark}")}, "height": 360,
+                   "xaxis": {"title": {"text": "final budget"}, "type": "category"},
+                   "yaxis": {"title": {"text": plotly_text(f"effect on {metric} ({unit_note(metric) or 'value'}), up is better")},
+                             "zeroline": True}, "margin": {"l": 64, "r": 16, "t": 40, "b": 48}}}
+    return (f'<figure class="card"><div id="{esc(div_id)}" class="plot"></div></figure>'
+            f"<script>window.addEventListener('load', function () {{ if (window.Plotly) {{ var f = {embed_json(figure)}; "
+            f"Plotly.newPlot('{esc(div_id)}', f.data, f.layout, {{displaylogo: false, responsive: true}}); }} }});</script>")
+
+
+def curves_section(method: str, verdicts: list[ClaimVerdict], page: str, tables: list[SiteTable]) -> str:
+    """A budget curve per suite and benchmark that judged the claim at two or more budgets; "" when none."""
+    curves = budget_curves(verdicts)
+    parts = []
+    for index, curve in enumerate(curves):
+        table = curve_table(curve, f"claim-{paths.slug(method)}-budget-curve-{index}")
+        tables.append(table)
+        parts.append(f"<h3>{esc(curve.suite)} · {esc(curve.benchmark)}</h3><p>{esc(curve.trend)}.</p>"
+                     f"{table.html(page)}{curve_figure(curve, f'budget-curve-{index}')}")
+    return f'<section><h2 id="budget-curve">Budget curves</h2>{"".join(parts)}</section>' if parts else ""
 
 
 def claim_page(catalogue: Catalogue, method: str, context: SiteContext) -> tuple[str, list[SiteTable]]:
@@ -100,12 +137,10 @@ def claim_page(catalogue: Catalogue, method: str, context: SiteContext) -> tuple
         tables.append(gates)
         sections.append(f"<section><h2>{esc(verdict.suite)} · {esc(verdict.benchmark)}</h2><p>{run_link}</p>"
                         f'<dl class="facts">{facts}</dl>{gates.html(page)}</section>')
-    curve = budget_curve(verdicts, method)
-    if curve:
-        tables.append(curve)
-        sections.append(f'<section><h2 id="budget-curve">Budget curve</h2>{curve.html(page)}</section>')
+    sections.append(curves_section(method, verdicts, page, tables))
     method_link = link_cell(method, paths.link(page, paths.method_page(method))).html
     body = (f"<h1>Claim: {esc(method)}</h1>"
             f'<p class="lead">{esc(describe_claim(claim)) if claim else "no claim declared"}. '
             f"Method page: {method_link}.</p>{''.join(sections)}")
-    return site_page(page, f"Claim: {method}", body, context), tables
+    scripts = (paths.PLOTLY,) if 'id="budget-curve"' in body else ()
+    return site_page(page, f"Claim: {method}", body, context, scripts=scripts), tables
