@@ -20,7 +20,7 @@ import pandas as pd
 
 from harness.columns import higher_is_better
 from harness.data import DATASETS
-from harness.leaderboard import phase_rows, seed_scores
+from harness.leaderboard import phase_rows, seed_scores, seeds_and_studies
 from harness.method import METHODS, Claim
 from harness.plugins import discover_methods
 from harness.precondition_checks import ClaimRun, precondition_gates
@@ -111,7 +111,7 @@ class ClaimVerdict:
     baseline_mean: float
     difference: float  # method - baseline, paired by seed
     difference_ci: tuple[float, float]
-    seeds: int  # seed pairs the difference rests on
+    seeds: int  # distinct seeds of the pairs the difference rests on (pairs: seeds x studies)
     budget: Budget | None
     verdict: Verdict
     at_chance: int = 0  # seeds whose accuracy ended at chance level (diverged or collapsed)
@@ -309,10 +309,11 @@ def record(comparison: Comparison, suite: Mapping[str, Any], seeds: int | None) 
     """The claim's record on its first `seeds` shared seeds (None: all): means, intervals, budget, gates."""
     own, base = comparison.first_seeds(seeds)
     diff = paired_t_difference(own.to_dict(), base.to_dict(), interval=skew_corrected_interval)
+    n_seeds, n_studies = seeds_and_studies(key for key in own.index if key in base.index)  # (study, seed) pairs
     return ClaimVerdict(
         method=comparison.label, suite=suite["name"], benchmark=comparison.benchmark, claim=comparison.claim,
         mean=float(own.mean()), ci=skew_corrected_interval(own.to_numpy())[:2], baseline_mean=float(base.mean()),
-        difference=diff.mean, difference_ci=diff.interval[:2], seeds=diff.n_pairs,
+        difference=diff.mean, difference_ci=diff.interval[:2], seeds=n_seeds if diff.n_pairs else 0, studies=n_studies,
         budget=suite_budget(suite, comparison.benchmark), verdict="not measured", at_chance=comparison.at_chance,
         baseline_at_chance=comparison.baseline_at_chance, gates=comparison.gates,
         interval_method=diff.interval.method)

@@ -42,6 +42,7 @@ from harness.evaluation import EvalInputs, evaluate
 from harness.evaluation.continual import continual_scores, task_accuracies
 from harness.method import Method, MethodInfo, TrainContext, build_method
 from harness.models import build_model
+from harness.objective import ALWAYS_REPORTED, OBJECTIVE_KEY, TUNING_SPLIT, tuning_settings
 from harness.plugins import discover_methods
 from harness.protocols import DEFAULT_PROTOCOL, get_protocol
 from harness.suite import BenchmarkSpec, MethodEntry
@@ -61,10 +62,11 @@ class RunSpec:
     seed: int
     hyperparams: Mapping[str, Any] = field(default_factory=dict)  # flat: "train.lr", "method.alpha"
     split_seed: int = 0
-    metrics: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # registered metrics to evaluate: a final run's on test, a trial's on tune_val
     threads: int = 1
     protocol: str = DEFAULT_PROTOCOL  # a `harness.protocols` name: what tuning trains and scores on
     data: SplitHandles | None = None  # the object-store splits this job may map (None: it reads the files)
+    objective: str = ALWAYS_REPORTED  # a trial's selection score (`harness.objective`), reported as OBJECTIVE_KEY
 
 
 def split_hyperparams(hyperparams: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -216,9 +218,9 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
         teacher = load_teacher(bench, access.info, teacher_state, device)
 
         def on_epoch_end(epoch: int, stats: TrainStats, model: nn.Module) -> None:
-            score = accuracy(model, val_data, device=device, num_classes=access.info.num_classes)
+            scores = tuning_scores(spec, model, val_data, access.info, device)
             record.raise_if_broken()  # a refused read the method caught must not score
-            report({"val/accuracy": score, "train/samples_seen": float(stats.samples_seen),
+            report({**scores, OBJECTIVE_KEY: scores[spec.objective], "train/samples_seen": float(stats.samples_seen),
                     "train/flops": stats.flops,
                     "train/steps": float(stats.steps), "train/wall_s": stats.wall_s, "epoch": float(epoch),
                     "splits_read": ",".join(access.splits_read), **audit_columns(record)})
@@ -229,6 +231,19 @@ def tuning_trial(spec: RunSpec, report: Report, teacher_state: bytes | None = No
         record.raise_if_broken()
         return {"splits_read": ",".join(access.splits_read), "train/samples_seen": trained.stats.samples_seen,
                 **audit_columns(record)}
+
+
+def tuning_scores(spec: RunSpec, model: nn.Module, val_data: ImageArrays, info: DatasetInfo,
+                  device: torch.device) -> dict[str, float]:
+    """A trial's scores on its score split: val/accuracy as always, and `spec.metrics` (what its objective
+    and floors read) as `val/...` columns, under the benchmark's evaluation settings."""
+    scores = {ALWAYS_REPORTED: accuracy(model, val_data, device=device, num_classes=info.num_classes)}
+    if spec.metrics:
+        inputs = EvalInputs(model=model, images=val_data.images, labels=val_data.labels, device=device,
+                            settings=tuning_settings(spec.benchmark.evaluation), split=TUNING_SPLIT,
+                            num_classes=info.num_classes, stochastic=method_info(spec).stochastic)
+        scores.update(evaluate(inputs, spec.metrics))
+    return scores
 
 
 def audit_columns(record: AuditRecord) -> dict[str, str]:

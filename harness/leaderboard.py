@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -91,10 +91,26 @@ def phase_rows(rows: pd.DataFrame, phase: str) -> pd.DataFrame:
 
 
 def seed_scores(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """A seed x method table of `metric` from successful final rows (duplicates of a seed averaged)."""
+    """A seed x method table of `metric` from successful final rows (duplicates of a seed averaged).
+
+    Rows that record their tuning study (`tuning.repeats`) are indexed by (study, seed): each study's
+    config retrained with each seed is its own run, so pairs and ranks are per (study, seed), and n is
+    seeds x studies. Rows made before studies existed are indexed by seed, as they always were."""
     if metric not in ok or "seed" not in ok or ok.empty:
         return pd.DataFrame()
+    if "study" in ok and ok["study"].notna().any():
+        ok = ok.assign(study=ok["study"].fillna(0).astype(int))
+        return ok.pivot_table(index=["study", "seed"], columns="method", values=metric, aggfunc="mean")
     return ok.pivot_table(index="seed", columns="method", values=metric, aggfunc="mean")
+
+
+def seeds_and_studies(pairs: Iterable[Hashable]) -> tuple[int, int]:
+    """How many distinct seeds and studies a set of `seed_scores` index keys spans: (seeds, 1) for keys
+    that are seeds, (seeds, studies) for (study, seed) keys."""
+    keys = list(pairs)
+    if not keys or not isinstance(keys[0], tuple):
+        return len(set(keys)), 1
+    return len({seed for _, seed in keys}), len({study for study, _ in keys})
 
 
 # ---------------------------------------------------------------- the table

@@ -7,14 +7,18 @@ only carries the plan out (and skips what the store already holds).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.method import METHODS, MethodInfo, build_method
+from harness.objective import TuningObjective
 from harness.protocols import get_protocol
 from harness.search_space import Dimension, clip_to
-from harness.suite import BenchmarkSpec, MethodEntry, Suite, method_search_space
+from harness.suite import TPE, BenchmarkSpec, MethodEntry, Suite, method_search_space, stable_hash
+
+LEGACY_STARTUP_TRIALS = 10  # Optuna's TPESampler default: the random start every `tpe` study has
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,41 @@ class Seeds:
 
         return cls(sampler=sampler, tuning_split=or_sampler(tuning.split_seed), trial=sampler,
                    teacher=or_sampler(tuning.teacher_seed), final_split=or_sampler(suite.final.split_seed))
+
+
+def study_key(cell_key: str, study: int) -> str:
+    """The name of a cell's study `study`: study 0 keeps the cell's key, so journals and stores made before
+    `tuning.repeats` existed resume; repeat r is `<cell key>#r`."""
+    return cell_key if study == 0 else f"{cell_key}#{study}"
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """One study's sampler, as its rows record it: `tuning.sampler`, its seed and how many trials its start
+    proposes before TPE models what they scored."""
+
+    name: str
+    seed: int
+    startup_trials: int
+
+    @classmethod
+    def of(cls, name: str, sampler_seed: int, key: str, study: int) -> SamplerChoice:
+        """`tpe` keeps today's seeding, the suite's seed in every cell (a repeat study gets one seed of its own,
+        shared across cells); `sobol_tpe` seeds every study on its own, so methods do not share draws. Both
+        start with 10 trials (random for `tpe`, Sobol for `sobol_tpe`; why 10, see `harness.samplers`)."""
+        if name == TPE:
+            seed = sampler_seed if study == 0 else int(stable_hash([sampler_seed, study], 8), 16)
+            return cls(name, seed, LEGACY_STARTUP_TRIALS)
+        return cls(name, int(stable_hash([sampler_seed, key, study], 8), 16), LEGACY_STARTUP_TRIALS)
+
+    @property
+    def start(self) -> str:
+        return "random" if self.name == TPE else "scrambled sobol"
+
+    def describe(self) -> str:
+        """The row's `sampler_settings`: JSON of the seed and the start."""
+        return json.dumps({"seed": self.seed, "startup_trials": self.startup_trials, "start": self.start},
+                          sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -71,10 +110,18 @@ class Cell:
 
 @dataclass(frozen=True)
 class FinalJob:
-    """One final run: the cell's tuned config retrained with `seed`."""
+    """One final run: the config study `study` of the cell chose, retrained with `seed`."""
 
     cell: Cell
     seed: int
+    study: int = 0
+    # what the row records about how its config was found; a job is its cell, seed and study
+    sampler: SamplerChoice | None = field(default=None, compare=False)
+    objective: TuningObjective | None = field(default=None, compare=False)
+
+    @property
+    def study_key(self) -> str:
+        return study_key(self.cell.key, self.study)
 
 
 @dataclass(frozen=True)
@@ -84,6 +131,24 @@ class CellPlan:
     cell: Cell
     space: Mapping[str, Dimension]  # flat `train.x` / `method.y` keys
     first_trial: Mapping[str, Any] | None  # the default point queued first, or None (TPE proposes every trial)
+    objective: TuningObjective = TuningObjective(metric="val/accuracy", mode="max")
+
+
+@dataclass(frozen=True)
+class Study:
+    """One of a cell's `tuning.repeats` independent studies: its own sampler seed, the suite's trial budget."""
+
+    cell_plan: CellPlan
+    index: int
+    sampler: SamplerChoice
+
+    @property
+    def key(self) -> str:
+        return study_key(self.cell_plan.cell.key, self.index)
+
+    @property
+    def cell(self) -> Cell:
+        return self.cell_plan.cell
 
 
 @dataclass(frozen=True)
@@ -94,18 +159,26 @@ class SuitePlan:
     final_seeds: tuple[int, ...]
     seeds: Seeds
     looks: tuple[int, ...] = ()  # seeds per comparison at each look of a sequential final phase
+    studies: tuple[Study, ...] = ()  # every cell's studies, cell by cell
 
     def final_jobs(self) -> list[FinalJob]:
-        """Every cell's final run for every seed: cell by cell, seeds in suite order."""
-        return [FinalJob(plan.cell, seed) for plan in self.cells for seed in self.final_seeds]
+        """Every study's final run for every seed: cell by cell, study by study, seeds in suite order."""
+        return self._jobs(self.final_seeds)
+
+    def study(self, key: str) -> Study:
+        return next(study for study in self.studies if study.key == key)
 
     def look_jobs(self, look: int, cells: Collection[str] | None = None) -> list[FinalJob]:
         """The final runs a look (1-based) adds: the seeds between the previous look's count and this one's,
         for every cell at the first look and for `cells` (keys) still inconclusive after it."""
         sizes = self.looks or (len(self.final_seeds),)
         seeds = self.final_seeds[(sizes[look - 2] if look > 1 else 0):sizes[look - 1]]
-        return [FinalJob(plan.cell, seed) for plan in self.cells if cells is None or plan.cell.key in cells
-                for seed in seeds]
+        return self._jobs(seeds, cells)
+
+    def _jobs(self, seeds: tuple[int, ...], cells: Collection[str] | None = None) -> list[FinalJob]:
+        """The final runs of every study (of `cells`, by key, if given) for `seeds`."""
+        return [FinalJob(study.cell, seed, study.index, study.sampler, study.cell_plan.objective)
+                for study in self.studies if cells is None or study.cell.key in cells for seed in seeds]
 
 
 def suite_cells(suite: Suite) -> list[Cell]:
@@ -113,16 +186,27 @@ def suite_cells(suite: Suite) -> list[Cell]:
     return [Cell(b, p, m) for b in suite.benchmarks for p in suite.protocols for m in suite.methods]
 
 
+def to_tune_space(engine_space: Mapping[str, Dimension], method_space: Mapping[str, Dimension]) -> dict[str, Dimension]:
+    """The cell's flat search space: `train.x` for engine dimensions, `method.y` for the method's."""
+    from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX
+
+    space = {TRAIN_PREFIX + k: v for k, v in engine_space.items()}
+    space.update({METHOD_PREFIX + k: v for k, v in method_space.items()})
+    return space
+
+
 def cell_space(suite: Suite, cell: Cell) -> dict[str, Dimension]:
     """The cell's flat search space: the suite's engine dimensions (`train.x`) and the method's (`method.y`)."""
-    from harness.tuning import to_tune_space
-
     return to_tune_space(suite.tuning.engine_space, method_search_space(cell.method))
 
 
 def cell_spaces(suite: Suite) -> dict[str, dict[str, Dimension]]:
-    """Each cell's flat search space, by cell key."""
-    return {cell.key: cell_space(suite, cell) for cell in suite_cells(suite)}
+    """Each study's flat search space, by study key (a cell's study 0 has the cell's key; repeats share it)."""
+    spaces = {}
+    for cell in suite_cells(suite):
+        space = cell_space(suite, cell)
+        spaces.update({study_key(cell.key, index): space for index in range(suite.tuning.repeats)})
+    return spaces
 
 
 def default_point(cell: Cell, space: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,10 +229,14 @@ def default_point(cell: Cell, space: Mapping[str, Any]) -> dict[str, Any]:
 
 def plan_suite(suite: Suite) -> SuitePlan:
     """The suite's plan: its cells with their spaces and first trials, its final seeds, its named seeds."""
-    cells = []
+    tuning, cells, studies = suite.tuning, [], []
     for cell in suite_cells(suite):
         space = cell_space(suite, cell)
-        first = default_point(cell, space) if suite.tuning.start_from_defaults else None
-        cells.append(CellPlan(cell=cell, space=space, first_trial=first))
+        first = default_point(cell, space) if tuning.start_from_defaults else None
+        plan = CellPlan(cell=cell, space=space, first_trial=first, objective=tuning.objective_for(cell.method))
+        cells.append(plan)
+        studies += [Study(plan, index, SamplerChoice.of(tuning.sampler, tuning.sampler_seed, study_key(cell.key, index),
+                                                         index))
+                    for index in range(tuning.repeats)]
     return SuitePlan(cells=tuple(cells), final_seeds=suite.final.seed_order, seeds=Seeds.of(suite),
-                     looks=suite.final.looks)
+                     looks=suite.final.looks, studies=tuple(studies))

@@ -11,24 +11,26 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from harness.objective import TunedConfig
+from harness.plan import study_key
 from harness.provenance import git_commit, hardware, library_versions
 from harness.rows import FinalRow, TeacherRow, TrialRow, now
 from harness.sequential import SequentialSeeds, look_of
 from harness.suite import stable_hash
 
 if TYPE_CHECKING:
-    from harness.plan import Cell, FinalJob
+    from harness.plan import Cell, FinalJob, Study
     from harness.suite import BenchmarkSpec, Suite
     from harness.tuning import TrialRecord
 
 
-def trial_row_prefix(cell: Cell) -> str:
-    """What every trial row id of the cell starts with."""
-    return f"tune:{cell.key}:"
+def trial_row_prefix(cell: Cell, study: int = 0) -> str:
+    """What every trial row id of the cell's study `study` starts with (study 0's as before repeats existed)."""
+    return f"tune:{study_key(cell.key, study)}:"
 
 
-def trial_row_id(cell: Cell, index: int) -> str:
-    return f"{trial_row_prefix(cell)}{index:04d}"
+def trial_row_id(cell: Cell, index: int, study: int = 0) -> str:
+    return f"{trial_row_prefix(cell, study)}{index:04d}"
 
 
 def teacher_row_id(bench: BenchmarkSpec, phase: str, seed: int) -> str:
@@ -36,7 +38,17 @@ def teacher_row_id(bench: BenchmarkSpec, phase: str, seed: int) -> str:
 
 
 def final_row_id(job: FinalJob) -> str:
-    return f"final:{job.cell.key}:s{job.seed}"
+    return f"final:{job.study_key}:s{job.seed}"
+
+
+def _tuning_fields(study: int, sampler: Any, objective: Any) -> dict[str, Any]:
+    """The study a row's config came from, its sampler and the objective that selected (`harness.rows.TunedRow`)."""
+    fields: dict[str, Any] = {"study": study}
+    if sampler is not None:
+        fields.update(sampler=sampler.name, sampler_settings=sampler.describe())
+    if objective is not None:
+        fields["tuning_objective"] = objective.describe()
+    return fields
 
 
 def _provenance(suite: Suite, bench: BenchmarkSpec) -> dict[str, Any]:
@@ -47,10 +59,11 @@ def _provenance(suite: Suite, bench: BenchmarkSpec) -> dict[str, Any]:
             "driver_hardware": hardware()}
 
 
-def trial_row(suite: Suite, cell: Cell, record: TrialRecord, seed: int) -> TrialRow:
-    """A tuning trial's row; `seed` is the one every trial trained with."""
+def trial_row(suite: Suite, cell: Cell, record: TrialRecord, seed: int, study: Study | None = None) -> TrialRow:
+    """A tuning trial's row; `seed` is the one every trial trained with, `study` the one that proposed it."""
+    tuning = _tuning_fields(study.index, study.sampler, study.cell_plan.objective) if study else {}
     return TrialRow(
-        row_id=trial_row_id(cell, record.index), phase="tune", method=cell.method.label, seed=seed,
+        row_id=trial_row_id(cell, record.index, study.index if study else 0), phase="tune", **tuning, method=cell.method.label, seed=seed,
         protocol=cell.protocol, **_provenance(suite, cell.tune_benchmark), **record.metrics,
         trial=f"{record.index:04d}", trial_index=record.index, status=record.status, error=record.error,
         config_json=json.dumps(record.params, sort_keys=True), config_hash=stable_hash(record.params),
@@ -95,9 +108,12 @@ def final_row(suite: Suite, job: FinalJob, params: Mapping[str, Any] | None, *, 
               error: str | None, results: Mapping[str, Any] | None = None, finished_at: str | None = None,
               **outcome: Any) -> FinalRow:
     """A final run's row: failed with `error`, else ok with the run's `results`; `outcome` adds `wall_s`,
-    and for a twin `reused_from` and `node_id`."""
+    and for a twin `reused_from` and `node_id`. A `TunedConfig` chosen as a fallback says so on the row."""
     cell = job.cell
+    if isinstance(params, TunedConfig) and params.fallback:
+        outcome = {"selection_fallback": params.fallback, **outcome}
     fields = {**(results or {}), "row_id": final_row_id(job), "phase": "final", "method": cell.method.label,
+              **_tuning_fields(job.study, job.sampler, job.objective),
               "seed": job.seed, "protocol": cell.protocol, **_provenance(suite, cell.benchmark),
               "method_name": cell.method.name, "primary_metric": cell.benchmark.primary_metric,
               "config_json": json.dumps(params, sort_keys=True) if params is not None else None,

@@ -77,7 +77,17 @@ class ResultRow(BaseModel):
         return {"schema_version": self.schema_version, **self.model_dump(exclude_unset=True)}
 
 
-class TrialRow(ResultRow):
+class TunedRow(ResultRow):
+    """The fields of a row whose config came from a tuning study (a trial, or a final run of what it chose);
+    rows made before `tuning.repeats` existed have none: one study, TPE with a random start."""
+
+    study: int = 0  # which of the cell's `tuning.repeats` independent studies
+    sampler: str | None = None  # `tuning.sampler`: tpe or sobol_tpe
+    sampler_settings: str | None = None  # JSON: the study's sampler seed and start (`harness.plan.SamplerChoice`)
+    tuning_objective: str | None = None  # JSON: the metric, mode and floors that select (`harness.objective`)
+
+
+class TrialRow(TunedRow):
     """One tuning trial: its config, how it ended and its last reported scores (on tune_val)."""
 
     kind: ClassVar[str] = "tune"
@@ -105,7 +115,7 @@ class TeacherRow(ResultRow):
     node_id: str | None = None
 
 
-class FinalRow(ResultRow):
+class FinalRow(TunedRow):
     """One final run: the cell's tuned config retrained for one seed and evaluated on test."""
 
     kind: ClassVar[str] = "final"
@@ -123,6 +133,7 @@ class FinalRow(ResultRow):
     scenario_record: str | None = None
     reused_from: str | None = None  # the row of the identical run (same config and seed) of another protocol
     look: int | None = None  # the look of a sequential final phase (`final.seeds: {min, max}`) that added it
+    selection_fallback: str | None = None  # set when no trial cleared the objective's floors: what was chosen instead
 
 
 ROW_KINDS: dict[str, type[ResultRow]] = {kind.kind: kind for kind in (TrialRow, TeacherRow, FinalRow)}

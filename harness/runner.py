@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
@@ -20,7 +20,8 @@ from harness import cluster
 from harness.claims import continuing_cells, dataset_classes, declared_claims
 from harness.data.shared import SharedSplits
 from harness.jobs import RunSpec
-from harness.plan import Cell, FinalJob, plan_suite
+from harness.objective import TunedConfig, TuningObjective, metrics_for, select
+from harness.plan import Cell, FinalJob, Study, plan_suite
 from harness.progress import Progress
 from harness.row_builders import (
     final_config_hash,
@@ -37,16 +38,18 @@ from harness.store import ResultStore
 from harness.suite import Suite
 from harness.teachers import Teachers
 
+if TYPE_CHECKING:
+    from harness.tuning import TuningCell
+
 Params = dict[str, Any] | None  # a cell's tuned config (flat `train.x` / `method.y`), None when no trial succeeded
 
 
-def select_best_trial(trials: list[Mapping[str, Any]], metric: str, mode: str = "max") -> Mapping[str, Any] | None:
-    """The successful trial with the best last-reported objective; ties go to the earliest trial."""
-    scored = [t for t in trials if t.get("status") == "ok" and t.get(metric) is not None and t[metric] == t[metric]]
-    if not scored:
-        return None
-    sign = 1.0 if mode == "max" else -1.0
-    return max(scored, key=lambda t: (sign * float(t[metric]), -int(t.get("trial_index", 0))))
+def select_best_trial(trials: list[Mapping[str, Any]], metric: str, mode: str = "max",
+                      floor: Mapping[str, float] | None = None) -> Mapping[str, Any] | None:
+    """The successful trial with the best last-reported `metric` among those clearing `floor`; ties go to
+    the earliest trial (`harness.objective.select`, which also says when no trial cleared the floor)."""
+    objective = TuningObjective(metric=metric, mode=mode, floor=dict(floor or {}))  # type: ignore[arg-type]
+    return select(trials, objective).trial
 
 
 class SuiteRunner:
@@ -67,69 +70,78 @@ class SuiteRunner:
 
     # ------------------------------------------------------------------ tuning
 
-    def trial_rows(self, cell: Cell) -> list[dict[str, Any]]:
+    def trial_rows(self, cell: Cell, study: int = 0) -> list[dict[str, Any]]:
         frame = self.store.read()
         if "phase" not in frame:
             return []
-        rows = frame[(frame["phase"] == "tune") & frame["row_id"].str.startswith(trial_row_prefix(cell))]
+        rows = frame[(frame["phase"] == "tune") & frame["row_id"].str.startswith(trial_row_prefix(cell, study))]
         return rows.to_dict("records")
 
-    def tune_all(self) -> dict[str, dict[str, Any] | None]:
-        """Tune every cell in one Tune experiment (finished trials are kept); return each cell's best config."""
-        from harness.tuning import (
-            TuningCell,
-            open_storage,
-            prepare_study,
-            recovered_record,
-            tune_cells,
-        )
+    def tune_all(self) -> dict[str, Params]:
+        """Tune every study of every cell in one Tune experiment (finished trials are kept); return each
+        study's best config by study key (study 0's key is the cell's)."""
+        from harness.tuning import open_storage, tune_cells
 
         tuning = self.suite.tuning
         storage = open_storage(self.run_dir)
-        self.progress.start("tune", len(self.cells) * tuning.trials)
-        due: list[TuningCell] = []
+        self.progress.start("tune", len(self.plan.studies) * tuning.trials)
         # cells whose teacher must train first go last, so their teacher trains while the others tune
-        for cell_plan in sorted(self.plan.cells, key=lambda plan: plan.cell.needs_teacher):
-            cell, space = cell_plan.cell, cell_plan.space
-            stored = {int(row["trial_index"]) for row in self.trial_rows(cell)}
-            for trial in prepare_study(storage, cell.key, space, tuning.mode, cell_plan.first_trial):
-                if trial.number not in stored:  # the driver died between the study's record and the store's
-                    record = recovered_record(cell.key, trial, tuning.metric)
-                    self.store.write(trial_row(self.suite, cell, record, self.seeds.trial))
-                    stored.add(trial.number)
-            for _ in range(min(len(stored), tuning.trials)):
-                self.progress.advance("tune", f"{escape(cell.key)}: trial already stored", skipped=True)
-            if len(stored) >= tuning.trials:
-                continue
-            bench = cell.tune_benchmark
-            teacher = self.teachers.source(bench, "tune", self.seeds.teacher) if cell.needs_teacher else None
-            spec = RunSpec(benchmark=bench, method=cell.method, seed=self.seeds.trial, protocol=cell.protocol,
-                           split_seed=self.seeds.tuning_split, threads=max(1, int(tuning.cpus_per_worker)),
-                           data=self.shared.tuning(bench.dataset))
-            due.append(TuningCell(key=cell.key, spec=spec, space=space, trials=tuning.trials - len(stored),
-                                  teacher=teacher, next_index=max(stored, default=-1) + 1))
-        by_key = {cell.key: cell for cell in self.cells}
+        due = [cell for study in sorted(self.plan.studies, key=lambda study: study.cell.needs_teacher)
+               if (cell := self._due_study(study, storage)) is not None]
+        by_key = {study.key: study for study in self.plan.studies}
 
         def store_trial(record: Any) -> None:
-            cell = by_key[record.cell]
-            self.store.write(trial_row(self.suite, cell, record, self.seeds.trial))
-            state = "[red]failed[/red]" if record.status != "ok" else f"{tuning.metric}={record.metrics.get(tuning.metric, float('nan')):.4f}"
-            self.progress.advance("tune", f"{escape(cell.key)} trial {record.index}: {state}")
+            study = by_key[record.cell]
+            metric = study.cell_plan.objective.metric
+            self.store.write(trial_row(self.suite, study.cell, record, self.seeds.trial, study))
+            state = "[red]failed[/red]" if record.status != "ok" else f"{metric}={record.metrics.get(metric, float('nan')):.4f}"
+            self.progress.advance("tune", f"{escape(study.key)} trial {record.index}: {state}")
 
         tune_cells(due, tuning, storage=storage, sampler_dir=self.run_dir / "samplers",
                    experiment_dir=self.scratch.child("ray_tune"), train_storage=self.scratch.child("ray_train"),
                    name=f"tune-{int(time.time())}", cluster_cpus=self.cluster.cpus, cluster_gpus=self.cluster.gpus,
                    on_trial_done=store_trial)
         self.teachers.settle()
-        best: dict[str, dict[str, Any] | None] = {}
-        for cell in self.cells:
-            chosen = select_best_trial(self.trial_rows(cell), tuning.metric, tuning.mode)
-            best[cell.key] = json.loads(chosen["config_json"]) if chosen else None
-            if chosen:
-                self.progress.say(f"  best {escape(cell.key)}: {tuning.metric}={chosen[tuning.metric]:.4f} "
-                                  f"{escape(chosen['config_json'])}")
-        return best
+        return {study.key: self._chosen_config(study) for study in self.plan.studies}
 
+    def _due_study(self, study: Study, storage: Any) -> TuningCell | None:
+        """The study's TuningCell with the trials still due (None when all are stored); stores the rows of
+        trials its journal finished but the store missed (the driver died in between)."""
+        from harness.tuning import TuningCell, prepare_study, recovered_record
+
+        tuning, plan, cell = self.suite.tuning, study.cell_plan, study.cell
+        objective = plan.objective
+        stored = {int(row["trial_index"]) for row in self.trial_rows(cell, study.index)}
+        for trial in prepare_study(storage, study.key, plan.space, objective.direction, plan.first_trial):
+            if trial.number not in stored:
+                record = recovered_record(study.key, trial, objective.metric)
+                self.store.write(trial_row(self.suite, cell, record, self.seeds.trial, study))
+                stored.add(trial.number)
+        for _ in range(min(len(stored), tuning.trials)):
+            self.progress.advance("tune", f"{escape(study.key)}: trial already stored", skipped=True)
+        if len(stored) >= tuning.trials:
+            return None
+        bench = cell.tune_benchmark
+        teacher = self.teachers.source(bench, "tune", self.seeds.teacher) if cell.needs_teacher else None
+        spec = RunSpec(benchmark=bench, method=cell.method, seed=self.seeds.trial, protocol=cell.protocol,
+                       split_seed=self.seeds.tuning_split, threads=max(1, int(tuning.cpus_per_worker)),
+                       metrics=metrics_for(objective, bench.evaluation), objective=objective.metric,
+                       data=self.shared.tuning(bench.dataset))
+        return TuningCell(key=study.key, spec=spec, space=plan.space, trials=tuning.trials - len(stored),
+                          teacher=teacher, next_index=max(stored, default=-1) + 1, sampler=study.sampler,
+                          mode=objective.direction)
+
+    def _chosen_config(self, study: Study) -> Params:
+        """The study's best trial by its cell's objective, floors respected (a fallback said on the rows)."""
+        objective = study.cell_plan.objective
+        chosen = select(self.trial_rows(study.cell, study.index), objective)
+        if chosen.trial is None:
+            return None
+        trial = chosen.trial
+        note = f" [yellow]({escape(chosen.fallback)})[/yellow]" if chosen.fallback else ""
+        self.progress.say(f"  best {escape(study.key)}: {objective.metric}={trial[objective.metric]:.4f} "
+                          f"{escape(trial['config_json'])}{note}")
+        return TunedConfig(json.loads(trial["config_json"]), chosen.fallback)
 
     # ------------------------------------------------------------------ final runs
 
@@ -149,7 +161,7 @@ class SuiteRunner:
         twins: dict[tuple[str, int], list[FinalJob]] = {}
         stored_runs = self._stored_final_runs()
         for job in jobs:
-            label, params = f"{escape(job.cell.key)} seed {job.seed}", best.get(job.cell.key)
+            label, params = f"{escape(job.study_key)} seed {job.seed}", best.get(job.study_key)
             if self.store.completed(final_row_id(job)):
                 self.progress.advance("final", f"{label}: already stored", skipped=True)
                 continue
@@ -174,7 +186,7 @@ class SuiteRunner:
         queue.sort(key=lambda job: (job.cell.needs_teacher, -job.cell.method_info.cost_factor))
 
         def submit(job: FinalJob) -> Any:
-            params = best[job.cell.key]
+            params = best[job.study_key]
             spec = RunSpec(benchmark=job.cell.benchmark, method=job.cell.method, seed=job.seed, hyperparams=params,
                            protocol=job.cell.protocol, split_seed=self.seeds.final_split,
                            metrics=self.suite.evaluation.metrics, threads=workers.threads,
@@ -185,7 +197,7 @@ class SuiteRunner:
                                 checkpoint_every=final.checkpoint_every, max_failures=final.max_failures)
 
         def finished(job: FinalJob, ref: Any, started_at: str, wall_s: float) -> None:
-            params = best[job.cell.key]
+            params = best[job.study_key]
             stored = self._store_final(job, params, ref, started_at, wall_s)
             for twin in twins.pop((final_config_hash(job, params), job.seed), []):
                 if stored is not None:

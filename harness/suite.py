@@ -38,6 +38,7 @@ from harness.evaluation import DEFAULT_METRICS, METRICS, EvaluationSettings
 from harness.evaluation.ood import SYNTHETIC_OOD_SETS
 from harness.method import METHODS, MethodInfo
 from harness.models import MODELS
+from harness.objective import TuningObjective, tuning_columns, uncomputable_column
 from harness.plugins import discover_methods
 from harness.protocols import (
     DEFAULT_PROTOCOL,
@@ -114,12 +115,22 @@ class MethodEntry(Strict):
     label: str = Field("", description="display name; lets one method appear twice with different configs")
     config: dict[str, Any] = {}
     search_space: dict[str, OptionalDimension] = Field({}, description="null removes a default dimension")
+    tuning_objective: TuningObjective | None = Field(None, description="this method's own tuning objective "
+                                                     "(default: tuning.objective)")
 
     @model_validator(mode="after")
     def _default_label(self) -> MethodEntry:
         if not self.label:
             object.__setattr__(self, "label", self.name)
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_objective(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # entries without their own objective keep the suite hashes and final-run config hashes they had
+        return _omit_defaults(self, handler(self), tuning_objective=None)
+
+
+TPE, SOBOL_TPE = "tpe", "sobol_tpe"  # the values of `tuning.sampler` (built in `harness.samplers`)
 
 
 class TuningSpec(Strict):
@@ -146,6 +157,15 @@ class TuningSpec(Strict):
     start_from_defaults: bool = Field(False, description="each cell's first trial runs the benchmark's `train` "
                                       "settings and the method's config (its paper's defaults); TPE proposes the "
                                       "rest, so a short search can only improve on them")
+    repeats: int = Field(1, ge=1, description="independent tuning studies per cell (own sampler seed, the same "
+                         "trials each); final runs retrain every study's best config for every seed, so tuner "
+                         "luck is inside the intervals (n = seeds x repeats)")
+    sampler: Literal["tpe", "sobol_tpe"] = Field(
+        "tpe", description="tpe: Optuna's TPE, 10 random start-up trials, sampler_seed in every cell (what every "
+        "suite had before); sobol_tpe: a scrambled Sobol start of max(2, trials // 4) trials, then TPE, each "
+        "study seeded on its own (harness/samplers.py)")
+    objective: TuningObjective | None = Field(None, description="the tune_val score that selects configs, with "
+                                              "floors (default: `metric` and `mode`)")
 
     @property
     def cpus_per_worker(self) -> float:
@@ -159,7 +179,18 @@ class TuningSpec(Strict):
     def _omit_default_resources(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # suites written before trials had workers and GPUs keep their hashes (and result directories)
         return _omit_defaults(self, handler(self), workers=1, gpus_per_trial=0, start_from_defaults=False,
-                              split_seed=None, teacher_seed=None)
+                              split_seed=None, teacher_seed=None, repeats=1, sampler="tpe", objective=None)
+
+    @model_validator(mode="after")
+    def _one_objective(self) -> TuningSpec:
+        if self.objective is not None and (self.metric, self.mode) != ("val/accuracy", "max"):
+            raise ValueError("set either `objective` or `metric`/`mode`, not both: `objective` names its metric, "
+                             "its mode and its floors")
+        return self
+
+    def objective_for(self, method: MethodEntry) -> TuningObjective:
+        """The objective that selects `method`'s config: its own, else the suite's, else `metric`/`mode`."""
+        return method.tuning_objective or self.objective or TuningObjective(metric=self.metric, mode=self.mode)
 
     @field_validator("engine_space")
     @classmethod
@@ -322,6 +353,8 @@ def validate_suite(raw: Mapping[str, Any], source: str | None = None) -> Suite:
     _check_resources(suite, source)
     _check_registry_names(suite, source)
     _check_methods(suite, source)
+    _check_objectives(suite, source)
+    _check_repeats(suite, source)
     return suite
 
 
@@ -407,6 +440,36 @@ def _check_registry_names(suite: Suite, source: str | None) -> None:
             raise SuiteError(f"benchmarks[{i}].scenario.continual.tasks",
                              f"{continual.tasks} tasks need at least one class each, but '{bench.dataset}' has "
                              f"{classes} classes", source)
+
+
+def _check_repeats(suite: Suite, source: str | None) -> None:
+    """A sequential final phase counts its looks in seeds of one study; with repeats its first looks would
+    pair only study 0's runs, so the two are refused together until looks count (study, seed) pairs."""
+    if suite.tuning.repeats > 1 and isinstance(suite.final.seeds, SequentialSeeds):
+        raise SuiteError("tuning.repeats", f"{suite.tuning.repeats} studies per cell cannot be combined with a "
+                         "sequential final phase (final.seeds: {min, max}) yet: give final.seeds as a list, or "
+                         "leave repeats at 1", source)
+
+
+def _check_objectives(suite: Suite, source: str | None) -> None:
+    """Every tuning objective's columns must be scores a tuning trial computes on tune_val, on every benchmark."""
+    declared = [("tuning.objective", suite.tuning.objective)]
+    declared += [(f"methods[{i}].tuning_objective", entry.tuning_objective) for i, entry in enumerate(suite.methods)]
+    for path, objective in declared:
+        if objective is None:
+            continue
+        for bench in suite.benchmarks:
+            column = uncomputable_column(objective, bench.evaluation)
+            if column is None:
+                continue
+            where = f"{path}.metric" if column == objective.metric else f"{path}.floor.{column}"
+            hint = did_you_mean(column, tuning_columns(bench.evaluation))
+            raise SuiteError(where, f"'{column}' is not a score a tuning trial can compute on tune_val for benchmark "
+                             f"'{bench.name}';{hint} name a 'val/...' column of a registered metric (val/accuracy, "
+                             "val/nll, val/pgd_linf_accuracy, val/aurc, val/ood_auroc_mean, ...); continual/* and "
+                             "test/* columns are measured after training, on test, never during tuning (a "
+                             "continual run's val/accuracy is its accuracy over every class after the last task)",
+                             source)
 
 
 def _check_resources(suite: Suite, source: str | None) -> None:

@@ -32,8 +32,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from harness.cluster import slots
 from harness.errors import HarnessInputError
-from harness.jobs import METHOD_PREFIX, TRAIN_PREFIX, RunSpec, tuning_trial
+from harness.jobs import RunSpec, tuning_trial
+from harness.objective import OBJECTIVE_KEY
+from harness.plan import LEGACY_STARTUP_TRIALS, SamplerChoice
+from harness.plan import to_tune_space as to_tune_space  # re-exported: tests and bench build spaces from here
 from harness.provenance import node_id
+from harness.samplers import build_sampler
 from harness.search_space import Choice, Dimension, FloatRange, IntRange
 from harness.storage import Storage, local_storage
 from harness.store import fsync_directory, make_durable_dir
@@ -55,6 +59,8 @@ class TuningCell:
     trials: int  # trials still to run in this experiment
     teacher: Any = None  # teacher weights (bytes) or an ObjectRef resolving to them, or None
     next_index: int = 0  # first free trial number (a cell with nothing to tune has no study to number its trials)
+    sampler: SamplerChoice | None = None  # the study's sampler (None: TPE seeded with tuning.sampler_seed)
+    mode: str | None = None  # the direction of the cell's objective (None: tuning.mode)
 
 
 @dataclass
@@ -75,13 +81,6 @@ class TrialRecord:
 
 
 # ---------------------------------------------------------------- search spaces and studies
-
-
-def to_tune_space(engine_space: Mapping[str, Dimension], method_space: Mapping[str, Dimension]) -> dict[str, Dimension]:
-    """The cell's flat search space: `train.x` for engine dimensions, `method.y` for the method's."""
-    space = {TRAIN_PREFIX + k: v for k, v in engine_space.items()}
-    space.update({METHOD_PREFIX + k: v for k, v in method_space.items()})
-    return space
 
 
 def _tune_domain(dim: Dimension) -> Any:
@@ -207,14 +206,15 @@ def _refuse_changed_space(key: str, recorded: str, signature: str) -> None:
 
 
 class CellSearcher(Searcher):
-    """Hands out trials cell by cell, each from that cell's own OptunaSearch (seeded TPE).
+    """Hands out trials cell by cell, each from that cell's own OptunaSearch (its study's seeded sampler),
+    which learns from the cell's objective (`OBJECTIVE_KEY`, in the cell's direction).
 
     Cells are served in the given order, so cells whose teacher is still training come last.
     """
 
     def __init__(self, cells: Sequence[TuningCell], tuning: TuningSpec, storage: JournalStorage,
                  sampler_dir: Path) -> None:
-        super().__init__(metric=tuning.metric, mode=tuning.mode)
+        super().__init__(metric=OBJECTIVE_KEY, mode="max")
         self._sampler_dir = sampler_dir
         self._samplers: dict[str, optuna.samplers.BaseSampler] = {}
         self._order = [cell.key for cell in cells]
@@ -223,16 +223,18 @@ class CellSearcher(Searcher):
         self._next_number: dict[str, int] = {}
         for cell in cells:
             domains = {k: _tune_domain(v) for k, v in cell.space.items()}
-            self._samplers[cell.key] = load_sampler(sampler_dir, cell.key, tuning.sampler_seed)
+            choice = cell.sampler or SamplerChoice(tuning.sampler, tuning.sampler_seed, LEGACY_STARTUP_TRIALS)
+            self._samplers[cell.key] = load_sampler(sampler_dir, cell.key, choice, cell.space)
             self._searchers[cell.key] = OptunaSearch(
-                space=domains, metric=tuning.metric, mode=tuning.mode, storage=storage, study_name=cell.key,
+                space=domains, metric=OBJECTIVE_KEY, mode=cell.mode or tuning.mode, storage=storage,
+                study_name=cell.key,
                 sampler=self._samplers[cell.key]) if domains else None
             study = optuna.load_study(study_name=cell.key, storage=storage)
             self._next_number[cell.key] = max(cell.next_index, len(study.get_trials(deepcopy=False)))
         self._cell_of: dict[str, str] = {}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
-        return True  # every cell's searcher was built with the suite's metric and mode
+        return True  # every cell's searcher was built with its own objective and mode
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         key = next((k for k in self._order if self._left[k] > 0), None)
@@ -265,8 +267,9 @@ def _sampler_path(sampler_dir: Path, key: str) -> Path:
     return sampler_dir / (_safe(key) + f"-{stable_hash(key, 8)}.pkl")
 
 
-def load_sampler(sampler_dir: Path, key: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The cell's TPE sampler as it was after its last proposal, or a fresh one seeded with `seed`.
+def load_sampler(sampler_dir: Path, key: str, choice: SamplerChoice,
+                 space: Mapping[str, Dimension]) -> optuna.samplers.BaseSampler:
+    """The study's sampler as it was after its last proposal, or a fresh one as `choice` says.
 
     Restoring the random state (not just the seed) keeps a resumed study from proposing the
     configurations its first trials already tried.
@@ -274,7 +277,7 @@ def load_sampler(sampler_dir: Path, key: str, seed: int) -> optuna.samplers.Base
     path = _sampler_path(sampler_dir, key)
     if path.exists():
         return pickle.loads(path.read_bytes())
-    return optuna.samplers.TPESampler(seed=seed)
+    return build_sampler(choice.name, choice.seed, choice.startup_trials, space)
 
 
 def save_sampler(sampler_dir: Path, key: str, sampler: optuna.samplers.BaseSampler) -> None:
@@ -291,11 +294,13 @@ def save_sampler(sampler_dir: Path, key: str, sampler: optuna.samplers.BaseSampl
 
 
 class CellScheduler(FIFOScheduler):
-    """ASHA (or FIFO) run separately per cell: a trial only competes with trials of its own method."""
+    """ASHA (or FIFO) run separately per cell: a trial only competes with trials of its own method, on
+    its cell's objective in its direction (`modes`, by cell key; else Tune's)."""
 
-    def __init__(self, make: Callable[[], TrialScheduler]) -> None:
+    def __init__(self, make: Callable[[], TrialScheduler], modes: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._make = make
+        self._modes = dict(modes or {})
         self._cells: dict[str, TrialScheduler] = {}
         self._metric_mode: tuple[str | None, str | None] = (None, None)
 
@@ -307,7 +312,8 @@ class CellScheduler(FIFOScheduler):
         key = trial.config[CELL_KEY]
         if key not in self._cells:
             scheduler = self._make()
-            scheduler.set_search_properties(*self._metric_mode)
+            metric, mode = self._metric_mode
+            scheduler.set_search_properties(metric, self._modes.get(key, mode))
             self._cells[key] = scheduler
         return self._cells[key]
 
@@ -433,9 +439,10 @@ def tune_cells(
                                     trial_resources(tuning))
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=tuning.metric, mode=tuning.mode,
+        tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode="max",  # each cell's own mode is set below
                                     search_alg=CellSearcher(cells, tuning, storage, sampler_dir),
-                                    scheduler=CellScheduler(make_scheduler),
+                                    scheduler=CellScheduler(make_scheduler,
+                                                            {cell.key: cell.mode or tuning.mode for cell in cells}),
                                     num_samples=sum(cell.trials for cell in cells),
                                     max_concurrent_trials=trial_concurrency(tuning, cluster_cpus, cluster_gpus),
                                     # a Train-driving trial that ASHA stops is still inside fit(): its actor
