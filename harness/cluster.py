@@ -69,11 +69,13 @@ def connect(address: str | None = None, *, verbose: bool = False, num_cpus: int 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs: dict[str, Any] = {}
-        if address is None:
+        if address is None:  # a new local instance: its workers inherit this environment (set above)
             kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+        else:  # a running cluster's workers do not; a job-wide runtime_env would also keep a local instance
+            # from using the workers it prestarts, so every trial actor and Train worker waited for a new one
+            kwargs.update(runtime_env={"env_vars": worker_env()})
         ray.init(address=address, log_to_driver=verbose, configure_logging=True,
-                 logging_level=logging.INFO if verbose else logging.ERROR,
-                 runtime_env={"env_vars": worker_env()}, **kwargs)
+                 logging_level=logging.INFO if verbose else logging.ERROR, **kwargs)
     resources = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     return ClusterInfo(address=ray.get_runtime_context().gcs_address, cpus=float(resources.get("CPU", 1)),
