@@ -27,7 +27,7 @@ from typing import Any
 from doc_sections import table, write_section
 
 SECTION = "suite_time"
-SECTION_TITLE = "## Suite time end to end, and where it goes (bench/suite_time.py)"
+SECTION_TITLE = "## Suite time: `{name}` end to end, and where it goes (bench/suite_time.py)"
 TARGETS_S = {"smoke": 45.0, "quickstart": 240.0}  # suite name -> seconds of `python -m harness.run`
 DEFAULT_SUITES = (Path("suites/smoke.yaml"), Path("suites/quickstart.yaml"))
 
@@ -109,6 +109,7 @@ class SuiteTiming:
     timings: dict[str, Any]
     rows: Any  # the run's rows (a pandas DataFrame)
     cores: int
+    overrides: tuple[str, ...] = ()
 
     def seconds(self, label: str) -> float:
         return sum(seconds for name, _, seconds in self.timings.get("calls", []) if name == label)
@@ -136,7 +137,8 @@ def run_suite(suite: Path, overrides: Sequence[str], scratch: Path) -> SuiteTimi
     data = json.loads(timings.read_text()) if timings.exists() else {}
     run_dir = out / loaded.name / loaded.hash
     rows = read_results(run_dir) if (run_dir / "rows").exists() else None
-    return SuiteTiming(str(suite), loaded.name, command, wall, done.returncode, started, data, rows, os.cpu_count() or 1)
+    return SuiteTiming(str(suite), loaded.name, command, wall, done.returncode, started, data, rows,
+                       os.cpu_count() or 1, tuple(overrides))
 
 
 def phase_rows(t: SuiteTiming, phase: str) -> Any:
@@ -187,20 +189,24 @@ def breakdown(t: SuiteTiming) -> list[list[str]]:
     return rows
 
 
-def report_markdown(timings: Sequence[SuiteTiming], command: str, load: tuple[float, float]) -> str:
-    verdicts = []
-    for t in timings:
-        target = TARGETS_S.get(t.name)
-        verdict = "" if target is None else ("met" if t.wall_s <= target and t.returncode == 0 else "**missed**")
-        verdicts.append([f"`{t.command}`", f"{t.wall_s:.1f}", f"<= {target:g}" if target else "", verdict,
-                         str(t.returncode)])
-    parts = [SECTION_TITLE, "", f"Reproduce: `{command}`", "",
+def section_name(t: SuiteTiming) -> str:
+    """Each suite has its own section, so timing one suite leaves the others' figures in place."""
+    return f"{SECTION}-{t.name}"
+
+
+def report_markdown(t: SuiteTiming, write: Path | None, load: tuple[float, float]) -> str:
+    """One suite's section: its command, the target, the verdict and the breakdown."""
+    target = TARGETS_S.get(t.name)
+    verdict = "" if target is None else ("met" if t.wall_s <= target and t.returncode == 0 else "**missed**")
+    overrides = "".join(f" --set {item}" for item in t.overrides)
+    command = f"python bench/suite_time.py --suite {t.suite}{overrides}" + (f" --write {write}" if write else "")
+    verdicts = [[f"`{t.command}`", f"{t.wall_s:.1f}", f"<= {target:g}" if target else "", verdict, str(t.returncode)]]
+    parts = [SECTION_TITLE.format(name=t.name), "", f"Reproduce: `{command}`", "",
              f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {os.cpu_count()} cores; 1-minute load "
              f"average {load[0]:.2f} at the start, {load[1]:.2f} at the end (the machine is shared: seconds are upper "
              "bounds of what an idle machine takes, and the lead reruns the command on an idle machine).", "",
-             table(["Suite run", "Seconds", "Target", "Verdict", "Exit code"], verdicts)]
-    for t in timings:
-        parts += ["", f"### Where `{t.name}` spends its time", "", table(["Part", "Seconds", "What"], breakdown(t))]
+             table(["Suite run", "Seconds", "Target", "Verdict", "Exit code"], verdicts), "",
+             table(["Part", "Seconds", "What"], breakdown(t))]
     return "\n".join(parts) + "\n"
 
 
@@ -220,17 +226,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         return child(argv[1:])
     args = parse_args(argv)
-    suites = args.suites or list(DEFAULT_SUITES)
-    command = " ".join(["python bench/suite_time.py", *(f"--suite {s}" for s in suites),
-                        *(f"--set {item}" for item in args.overrides), *([f"--write {args.write}"] if args.write else [])])
-    load_start = os.getloadavg()[0]
+    timings = []
     with tempfile.TemporaryDirectory(prefix="harness-suite-time-") as scratch:
-        timings = [run_suite(suite, args.overrides, Path(scratch)) for suite in suites]
-    section = report_markdown(timings, command, (load_start, os.getloadavg()[0]))
-    print(section)
-    if args.write:
-        write_section(args.write, section, SECTION)
-        log(f"wrote the {SECTION} section of {args.write}")
+        for suite in args.suites or list(DEFAULT_SUITES):
+            load_start = os.getloadavg()[0]
+            timings.append(run_suite(suite, args.overrides, Path(scratch)))
+            section = report_markdown(timings[-1], args.write, (load_start, os.getloadavg()[0]))
+            print(section)
+            if args.write:
+                write_section(args.write, section, section_name(timings[-1]))
+                log(f"wrote the {section_name(timings[-1])} section of {args.write}")
     return 0 if all(t.returncode in (0, 1) for t in timings) else 1
 
 

@@ -52,6 +52,8 @@ def test_the_breakdown_splits_the_run_by_timers_and_rows(suite_time: ModuleType)
     assert "training loops 7.0 s, evaluation battery 2.0 s, the rest 17.0 s (8.5 s a run" in table[label["final_all"]][2]
     # 42 s in all: 2 + 2 before ray.init, 3 + 10 + 20 + 1.5 timed at the top level (render_page is inside the dashboard)
     assert table["not covered by a timer (run directory, suite.yaml, progress lines, process exit)"][1] == "3.5"
-    section = suite_time.report_markdown([timing], "python bench/suite_time.py", (1.0, 2.0))
+    section = suite_time.report_markdown(timing, Path("docs/benchmarks.md"), (1.0, 2.0))
     assert "| `python -m harness.run suites/smoke.yaml` | 42.0 | <= 45 | met | 0 |" in section
+    assert "Reproduce: `python bench/suite_time.py --suite suites/smoke.yaml --write docs/benchmarks.md`" in section
+    assert suite_time.section_name(timing) == "suite_time-smoke"
     assert "load average 1.00 at the start, 2.00 at the end" in section
