@@ -28,8 +28,8 @@ from harness.bundle import write_bundle
 from harness.comparisons import differences_from, seed_tables, side_effects
 from harness.plugins import discover_methods
 from harness.store import read_results
-from tests.fixtures_results import HOSTILE_METHOD, SUITE_HASH
-from tests.site_fixtures import write_fixture_run
+from tests.fixtures_results import HOSTILE_METHOD, SUITE_HASH, write_fixture_store
+from tests.site_fixtures import fixture_suite, write_fixture_run
 
 CONTEXT = SiteContext(command="python -m dashboards site runs -o site", results_root="runs")
 
@@ -215,3 +215,17 @@ def test_a_claim_judged_at_several_budgets_gets_a_budget_curve(tmp_path: Path) -
     assert "cifar10_resnet8" in curve and "fashion_mnist_mlp" in curve and "supported at every budget" in curve
     single = site_files(load_sources([first]).runs, CONTEXT)[paths.claim_page("label_smoothing")].decode()
     assert 'id="budget-curve"' not in single
+
+
+def test_results_of_another_protocol_are_named_with_it(tmp_path: Path) -> None:
+    """A run with the oracle protocol too: its numbers never pass for held-out ones."""
+    discover_methods()
+    run_dir = tmp_path / "smoke" / SUITE_HASH
+    write_fixture_store(run_dir, protocols=("holdout", "oracle"))
+    suite = {**fixture_suite(), "protocols": ["holdout", "oracle"], "allow_oracle": True}
+    (run_dir / "suite.yaml").write_text(yaml.safe_dump(suite))
+    files = site_files(load_sources([tmp_path]).runs, CONTEXT)
+    matrix = pd.read_csv(io.BytesIO(files[paths.download("matrix.csv")])).set_index("method")
+    assert matrix.loc["mixup"].iloc[0].count("oracle (tuned on test)") == 2
+    method = files[paths.method_page("mixup")].decode()
+    assert "cifar10_resnet8 · oracle (tuned on test)" in method

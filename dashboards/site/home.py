@@ -14,7 +14,7 @@ from dashboards.site.cells import Cell, SiteTable, interval, link_cell, number, 
 from dashboards.site.layout import SiteContext, site_page
 from dashboards.table import esc
 from harness.claims import ClaimVerdict, bench_name, suite_budget
-from harness.protocols import protocol_label
+from harness.protocols import DEFAULT_PROTOCOL, protocol_label
 
 PAGE = paths.HOME
 
@@ -113,7 +113,8 @@ def primary_effect(view: RunView, method: str) -> str:
         metric = str(record["primary_metric"])
         ci = interval(metric, float(record["vs_baseline:diff_ci_low"]), float(record["vs_baseline:diff_ci_high"]),
                       signed=True)
-        parts.append(f"{record['benchmark']}: {number(metric, mean, signed=True)} {ci} vs erm, {metric}")
+        protocol = "" if record["protocol"] == DEFAULT_PROTOCOL else f" · {protocol_label(record['protocol'])}"
+        parts.append(f"{record['benchmark']}{protocol}: {number(metric, mean, signed=True)} {ci} vs erm, {metric}")
     return ("no claim; " + "; ".join(parts)) if parts else "no claim declared"
 
 
