@@ -2,8 +2,22 @@
 
 Each final run retrains the frozen best config for one seed on the full training split with
 `workers` data-parallel workers (DDP over gloo on CPU, NCCL on GPU, global batch split across
-workers), then rank 0 evaluates on test and reports the metrics inside a checkpoint, which is
-how they travel back to the driver whatever the storage.
+workers), then rank 0 evaluates on test. `fit_final` is one run in one fit: rank 0 reports the
+metrics inside a checkpoint, which is how they travel back to the driver whatever the storage.
+
+`fit_final_group` trains a group of runs in one fit, one after another, so the worker group starts
+(controller, worker actors, torch/gloo context: most of a run's fixed cost) once per group. Each run
+is exactly what `fit_final` would train (the same `jobs.final_run`, seeding, data and arithmetic).
+Resume, and the one checkpoint stream that makes it correct: Ray Train keeps one latest checkpoint
+per fit, so every checkpoint the group reports holds the whole group's progress in `GROUP_FILE`
+(each finished run's metrics by run name, and which run, if any, is under way) and, mid-run, that
+run's engine state in `STATE_FILE`. A restarted worker group reads the latest one: it skips the
+finished runs and continues the interrupted run from its own engine state, so a killed run resumes
+from its own checkpoint (bit-identical on CPU) and no other run's metrics change. As each run
+finishes, rank 0 hands its metrics to the driver's inbox (an actor, `open_inbox`) before reporting
+it finished, so its row lands at once; a restart that repeats a run only repeats a message the
+driver already has. A run that raises fails the fit: the driver stores it as failed and starts the
+group's remaining runs as a new group (see `SuiteRunner.final_all`).
 
 A tuning trial with `tuning.workers` > 1 calls `fit_tuning_trial` from inside its Tune trial (the
 Ray Train V2 pattern: a Tune function builds and fits the trainer). `TuneReportCallback` forwards
@@ -28,11 +42,13 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from harness.engine import Checkpointing
 from harness.jobs import RunSpec, final_run, tuning_trial
 from harness.provenance import hardware, node_id
+from harness.rows import error_text
 from harness.storage import Storage
 
 METRICS_FILE = "metrics.json"
 PLACEMENT_GROUP_KEY = "train_placement_group"  # reported by multi-worker trials, so the driver can clean up
 STATE_FILE = "engine_state.pt"
+GROUP_FILE = "group_progress.json"  # a group's finished runs (with metrics) and the run under way
 
 
 @dataclass(frozen=True)
@@ -67,37 +83,54 @@ def trainer(loop: Any, config: dict[str, Any], workers: Workers, run_config: Run
                         torch_config=workers.torch_config(), run_config=run_config)
 
 
-def _train_loop(config: dict[str, Any]) -> None:
+def _final_metrics(spec: RunSpec, teacher_state: bytes | None, checkpointing: Checkpointing | None) -> dict[str, Any]:
+    """One final run on this worker, with what every final row records about where it ran."""
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     wrap = ray.train.torch.prepare_model if world_size > 1 else None
-    metrics = final_run(config["spec"], config["teacher_state"], rank=rank, world_size=world_size,
-                        device=ray.train.torch.get_device(), wrap_model=wrap,
-                        checkpointing=_checkpointing(config["checkpoint_every"], rank))
+    metrics = final_run(spec, teacher_state, rank=rank, world_size=world_size,
+                        device=ray.train.torch.get_device(), wrap_model=wrap, checkpointing=checkpointing)
+    metrics.update(node_id=node_id(), hardware=hardware(), world_size=world_size)
+    return metrics
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    rank = ray.train.get_context().get_world_rank()
+    every = config["checkpoint_every"]
+    metrics = _final_metrics(config["spec"], config["teacher_state"],
+                             _checkpointing(every, rank, _latest_state() if every > 0 else None))
     if rank != 0:
         ray.train.report({})
         return
-    metrics.update(node_id=node_id(), hardware=hardware(), world_size=world_size)
     with tempfile.TemporaryDirectory() as directory:
         Path(directory, METRICS_FILE).write_text(json.dumps(metrics))
         ray.train.report({"done": 1}, checkpoint=Checkpoint.from_directory(directory))
 
 
-def _checkpointing(every_epochs: int, rank: int) -> Checkpointing | None:
-    """Engine checkpoints as Ray Train checkpoints: rank 0 uploads the state, every rank reports (as
-    Train requires), and a restarted worker group continues from the latest one."""
+def _latest_state() -> dict[str, Any] | None:
+    """The engine state in Train's latest checkpoint, if it holds one."""
+    latest = ray.train.get_checkpoint()
+    if latest is None:
+        return None
+    with latest.as_directory() as directory:
+        path = Path(directory, STATE_FILE)
+        return torch.load(path, weights_only=False) if path.exists() else None
+
+
+def _checkpointing(every_epochs: int, rank: int, resume: dict[str, Any] | None,
+                   progress: dict[str, Any] | None = None) -> Checkpointing | None:
+    """Engine checkpoints as Ray Train checkpoints: rank 0 uploads the state (with a group's `progress`
+    beside it), every rank reports (as Train requires), and a restarted worker group continues from the
+    latest one."""
     if every_epochs <= 0:
         return None
-    latest = ray.train.get_checkpoint()
-    resume = None
-    if latest is not None:
-        with latest.as_directory() as directory:
-            resume = torch.load(Path(directory, STATE_FILE), weights_only=False)
 
     def save(state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
                 torch.save(state, Path(directory, STATE_FILE))
+                if progress is not None:
+                    Path(directory, GROUP_FILE).write_text(json.dumps(progress))
             checkpoint = Checkpoint.from_directory(directory) if rank == 0 else None
             ray.train.report({"epoch": state["epoch"]}, checkpoint=checkpoint)
 
@@ -122,6 +155,132 @@ def fit_final(spec: RunSpec, teacher_state: bytes | None, *, storage: Storage, n
         raise RuntimeError(f"final run {name} finished without reporting metrics")
     with result.checkpoint.as_directory() as directory:
         return json.loads(Path(directory, METRICS_FILE).read_text())
+
+
+@dataclass(frozen=True)
+class GroupRun:
+    """One run of a group: its `name` (unique in the group, as its row id is in the store), what it
+    trains, and its teacher: weights, the ObjectRef of the task training them, or None."""
+
+    name: str
+    spec: RunSpec
+    teacher: Any = None
+
+
+@dataclass(frozen=True)
+class GroupProgress:
+    """What a group's latest checkpoint says: finished runs' metrics by name, the run under way (if
+    any) and its engine state."""
+
+    finished: dict[str, dict[str, Any]]
+    current: str | None = None
+    state: dict[str, Any] | None = None
+
+    def saved(self, current: str | None) -> dict[str, Any]:
+        """The `GROUP_FILE` contents with `current` under way."""
+        return {"finished": self.finished, "current": current}
+
+
+def _group_progress() -> GroupProgress:
+    latest = ray.train.get_checkpoint()
+    if latest is None:
+        return GroupProgress(finished={})
+    with latest.as_directory() as directory:
+        saved = json.loads(Path(directory, GROUP_FILE).read_text())
+        path = Path(directory, STATE_FILE)
+        state = torch.load(path, weights_only=False) if path.exists() else None
+    return GroupProgress(finished=saved["finished"], current=saved["current"], state=state)
+
+
+def _group_train_loop(config: dict[str, Any]) -> None:
+    """Every worker trains the group's runs in order, skipping those the latest checkpoint holds as
+    finished; after each, rank 0 hands its metrics to the inbox, then every rank reports it finished."""
+    rank = ray.train.get_context().get_world_rank()
+    progress = _group_progress()
+    for run in config["runs"]:
+        if run.name in progress.finished:
+            continue
+        resume = progress.state if progress.current == run.name else None
+        checkpointing = _checkpointing(config["checkpoint_every"], rank, resume, progress.saved(run.name))
+        # through JSON, as `fit_final`'s metrics travel: the driver gets the same values and types
+        metrics = json.loads(json.dumps(_final_metrics(run.spec, run.teacher, checkpointing)))
+        if rank == 0 and config["inbox"] is not None:
+            ray.get(config["inbox"].put.remote(run.name, metrics, None))
+        progress = GroupProgress(finished={**progress.finished, run.name: metrics})
+        with tempfile.TemporaryDirectory() as directory:
+            if rank == 0:
+                Path(directory, GROUP_FILE).write_text(json.dumps(progress.saved(None)))
+            ray.train.report({"finished": len(progress.finished)},
+                             checkpoint=Checkpoint.from_directory(directory) if rank == 0 else None)
+
+
+def _resolve_teachers(runs: list[GroupRun], inbox: Any) -> list[GroupRun]:
+    """`runs` with their teachers' weights in place; a run whose teacher failed to train is handed to the
+    inbox as failed (with the teacher's error) and left out, so the group's other runs still train."""
+    ready = []
+    for run in runs:
+        if not isinstance(run.teacher, ray.ObjectRef):
+            ready.append(run)
+            continue
+        try:
+            ready.append(GroupRun(run.name, run.spec, ray.get(run.teacher)))
+        except Exception as error:
+            if inbox is None:
+                raise
+            ray.get(inbox.put.remote(run.name, None, error_text(error)))
+    return ready
+
+
+def fit_final_group(runs: list[GroupRun], *, storage: Storage, name: str, workers: Workers | None = None,
+                    checkpoint_every: int = 0, max_failures: int = 0, inbox: Any = None) -> dict[str, dict[str, Any]]:
+    """Train `runs` one after another in one `TorchTrainer(...).fit()`; return each finished run's metrics
+    by name (with `inbox`, each is also handed to it the moment it finishes).
+
+    Checkpoints go to `storage`/`name` (see the module docstring). A worker that dies is restarted up to
+    `max_failures` times per run of the group (the budget is the group's, so one run may use more than
+    its share), from the interrupted run's last engine checkpoint. A run that raises fails the fit."""
+    runs = _resolve_teachers(runs, inbox)
+    if not runs:
+        return {}
+    assert len({run.name for run in runs}) == len(runs), "run names must be unique within a group"
+    storage.remove(name)  # an earlier attempt of this exact group that did not finish: start it afresh
+    config = {"runs": runs, "checkpoint_every": checkpoint_every, "inbox": inbox}
+    run_config = RunConfig(name=name, failure_config=FailureConfig(max_failures=max_failures * len(runs)),
+                           checkpoint_config=CheckpointConfig(num_to_keep=2), **storage.ray_storage())
+    result = trainer(_group_train_loop, config, workers or Workers(), run_config).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"final group {name} finished without reporting metrics")
+    with result.checkpoint.as_directory() as directory:
+        return json.loads(Path(directory, GROUP_FILE).read_text())["finished"]
+
+
+class _Inbox:
+    """Messages from running groups to the driver: (run name, metrics or None, error or None)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict[str, Any] | None, str | None]] = []
+
+    def put(self, name: str, metrics: dict[str, Any] | None, error: str | None) -> None:
+        self.messages.append((name, metrics, error))
+
+    def drain(self) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+        messages, self.messages = self.messages, []
+        return messages
+
+
+def open_inbox() -> Any:
+    """A zero-CPU actor that running groups hand each finished run to; `drain_inbox` reads it."""
+    return ray.remote(num_cpus=0)(_Inbox).remote()
+
+
+def drain_inbox(inbox: Any) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """Every message handed in since the last drain, in the order they came."""
+    return ray.get(inbox.drain.remote())
+
+
+def submit_final_group(runs: list[GroupRun], **kwargs: Any) -> Any:
+    """Start `fit_final_group` as a zero-CPU Ray task (its workers hold the CPUs); returns an ObjectRef."""
+    return ray.remote(num_cpus=0, max_retries=0)(fit_final_group).remote(runs, **kwargs)
 
 
 def _tuning_loop(config: dict[str, Any]) -> None:

@@ -125,7 +125,7 @@ class FinalRow(TunedRow):
     config_json: str | None  # None when no trial succeeded, so there was no config to retrain
     config_hash: str
     started_at: str
-    wall_s: float | None = None
+    wall_s: float | None = None  # the driver's clock since the previous run of its group landed (or the group began)
     node_id: str | None = None
     hardware: str | None = None
     world_size: int | float | None = None

@@ -31,8 +31,8 @@ from harness.row_builders import (
     trial_row,
     trial_row_prefix,
 )
-from harness.rows import error_text, now
-from harness.scheduling import run_in_slots
+from harness.rows import now
+from harness.scheduling import group_jobs
 from harness.storage import Storage, resolve_storage
 from harness.store import ResultStore
 from harness.suite import Suite
@@ -147,14 +147,48 @@ class SuiteRunner:
 
     def final_all(self, best: Mapping[str, Params], jobs: Sequence[FinalJob] | None = None) -> None:
         """Retrain every cell's frozen config for every seed (or only `jobs`: one look of a sequential final
-        phase), a few at a time, storing each row as it lands."""
-        from harness.final_runs import Workers, submit_final
+        phase), in groups that each pay the worker group's start once (`harness.scheduling.group_jobs`),
+        storing each row as it lands."""
+        from harness.final_groups import FinalGroups
+        from harness.final_runs import GroupRun, Workers
 
         final = self.suite.final
         jobs = self.plan.final_jobs() if jobs is None else list(jobs)
         self.progress.start("final", len(jobs))
         workers = Workers(final.workers, final.cpus_per_worker, final.worker_gpus)
         slots = self.cluster.slots(workers.count * workers.cpus, workers.count * workers.gpus)
+        queue, twins = self._due_final_jobs(jobs, best)
+        # teachers train while the first runs do; the costliest runs start first so the tail is short,
+        # and distillation runs go last, when their teachers are ready
+        teachers = {(job.cell.benchmark.name, job.seed): self.teachers.source(job.cell.benchmark, "final", job.seed)
+                    for job in queue if job.cell.needs_teacher}
+        queue.sort(key=lambda job: (job.cell.needs_teacher, -job.cell.method_info.cost_factor))
+
+        def run_for(job: FinalJob) -> GroupRun:
+            params = best[job.study_key]
+            spec = RunSpec(benchmark=job.cell.benchmark, method=job.cell.method, seed=job.seed, hyperparams=params,
+                           protocol=job.cell.protocol, split_seed=self.seeds.final_split,
+                           metrics=self.suite.evaluation.metrics, threads=workers.threads,
+                           data=self.shared.final(job.cell.benchmark.dataset, self._test_sets(job)))
+            name = f"{final_row_id(job).replace(':', '-')}-{final_config_hash(job, params)[:8]}"
+            # the teacher's weights, or the ref of the task training them
+            return GroupRun(name, spec, teachers.get((job.cell.benchmark.name, job.seed)))
+
+        def land(job: FinalJob, metrics: Mapping[str, Any] | None, error: str | None, started_at: str,
+                 wall_s: float) -> None:
+            params = best[job.study_key]
+            stored = self._store_final(job, params, metrics, error, started_at, wall_s)
+            self._store_twins(job, params, twins.pop((final_config_hash(job, params), job.seed), []), stored)
+
+        groups = FinalGroups(run_for, land, storage=self.scratch.child("ray_train"), workers=workers,
+                             checkpoint_every=final.checkpoint_every, max_failures=final.max_failures)
+        groups.run(group_jobs(queue, slots, key=lambda job: job.cell.key), slots)
+        self.teachers.settle()
+
+    def _due_final_jobs(self, jobs: Sequence[FinalJob],
+                        best: Mapping[str, Params]) -> tuple[list[FinalJob], dict[tuple[str, int], list[FinalJob]]]:
+        """The jobs still to train, and their twins; stores the rows of the others (already stored, no tuned
+        config, or a twin of a stored run) as it goes."""
         queue: list[FinalJob] = []
         # protocols that select the same config share its final runs: training is seeded, so a second
         # run would only repeat the first; the copies say which row they reuse
@@ -179,36 +213,7 @@ class SuiteRunner:
                 continue
             twins[twin_key] = []
             queue.append(job)
-        # teachers train while the first runs do; the costliest runs start first so the tail is short,
-        # and distillation runs go last, when their teachers are ready
-        teachers = {(job.cell.benchmark.name, job.seed): self.teachers.source(job.cell.benchmark, "final", job.seed)
-                    for job in queue if job.cell.needs_teacher}
-        queue.sort(key=lambda job: (job.cell.needs_teacher, -job.cell.method_info.cost_factor))
-
-        def submit(job: FinalJob) -> Any:
-            params = best[job.study_key]
-            spec = RunSpec(benchmark=job.cell.benchmark, method=job.cell.method, seed=job.seed, hyperparams=params,
-                           protocol=job.cell.protocol, split_seed=self.seeds.final_split,
-                           metrics=self.suite.evaluation.metrics, threads=workers.threads,
-                           data=self.shared.final(job.cell.benchmark.dataset, self._test_sets(job)))
-            teacher = teachers.get((job.cell.benchmark.name, job.seed))  # weights, or the ref of the task training them
-            name = f"{final_row_id(job).replace(':', '-')}-{final_config_hash(job, params)[:8]}"
-            return submit_final(spec, teacher, storage=self.scratch.child("ray_train"), name=name, workers=workers,
-                                checkpoint_every=final.checkpoint_every, max_failures=final.max_failures)
-
-        def finished(job: FinalJob, ref: Any, started_at: str, wall_s: float) -> None:
-            params = best[job.study_key]
-            stored = self._store_final(job, params, ref, started_at, wall_s)
-            for twin in twins.pop((final_config_hash(job, params), job.seed), []):
-                if stored is not None:
-                    self._store_twin(twin, params, stored)
-                else:  # the run failed: its twins would fail the same way, so say so
-                    self.store.write(final_row(self.suite, twin, params, started_at=now(),
-                                               error=f"the same run {final_row_id(job)} failed"))
-                    self.progress.advance("final", f"{escape(final_row_id(twin))}: [red]failed[/red] (as its twin)")
-
-        run_in_slots(queue, slots, submit, finished)
-        self.teachers.settle()
+        return queue, twins
 
     def _test_sets(self, job: FinalJob) -> tuple[str, ...]:
         """The other datasets whose test splits a final run evaluates on (its OOD sets)."""
@@ -235,23 +240,30 @@ class SuiteRunner:
                                        f"{primary}={source.get(primary, float('nan')):.4f} "
                                        f"(same config as {escape(source['row_id'])})")
 
-    def _store_final(self, job: FinalJob, params: Params, ref: Any, started_at: str,
-                     wall_s: float) -> dict[str, Any] | None:
-        """Store a finished final run's row; return it, or None when the run failed."""
-        import ray
-
-        try:
-            metrics = ray.get(ref)
-        except Exception as error:  # the run failed: a failed row, and the suite goes on
-            self.store.write(final_row(self.suite, job, params, started_at=started_at, error=error_text(error),
-                                       wall_s=wall_s))
-            self.progress.advance("final", f"{self._label(job)}: [red]failed[/red] {escape(error_text(error)[:200])}")
+    def _store_final(self, job: FinalJob, params: Params, metrics: Mapping[str, Any] | None, error: str | None,
+                     started_at: str, wall_s: float) -> dict[str, Any] | None:
+        """Store a landed final run's row (failed with `error`, else ok with `metrics`); return it, or None
+        when the run failed."""
+        if error is not None or metrics is None:
+            error = error or "the run finished without reporting metrics"
+            self.store.write(final_row(self.suite, job, params, started_at=started_at, error=error, wall_s=wall_s))
+            self.progress.advance("final", f"{self._label(job)}: [red]failed[/red] {escape(error[:200])}")
             return None
         row = final_row(self.suite, job, params, started_at=started_at, error=None, results=metrics, wall_s=wall_s)
         self.store.write(row)
         primary = job.cell.benchmark.primary_metric
         self.progress.advance("final", f"{self._label(job)}: {primary}={metrics.get(primary, float('nan')):.4f}")
         return row.to_row()
+
+    def _store_twins(self, job: FinalJob, params: Params, twins: list[FinalJob], stored: Mapping[str, Any] | None) -> None:
+        """Store the rows of `job`'s twins (the same config and seed under other protocols) once it landed."""
+        for twin in twins:
+            if stored is not None:
+                self._store_twin(twin, params, stored)
+            else:  # the run failed: its twins would fail the same way, so say so
+                self.store.write(final_row(self.suite, twin, params, started_at=now(),
+                                           error=f"the same run {final_row_id(job)} failed"))
+                self.progress.advance("final", f"{escape(final_row_id(twin))}: [red]failed[/red] (as its twin)")
 
     def run(self) -> None:
         best = self.tune_all()

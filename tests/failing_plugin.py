@@ -16,6 +16,7 @@ from harness.method import LossOutput, Method, MethodConfig, MethodInfo, TrainCo
 
 class FailsAtStepConfig(MethodConfig):
     step: int = Field(3, ge=0, description="the optimiser step at which training raises")
+    seed: int | None = Field(None, description="raise only in the run of this seed (None: in every run)")
 
 
 @register_method
@@ -25,7 +26,7 @@ class FailsAtStep(Method):
 
     def training_loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       ctx: TrainContext) -> LossOutput:
-        if ctx.step == self.config.step:
+        if ctx.step == self.config.step and self.config.seed in (None, ctx.seed):
             raise RuntimeError(f"injected failure at step {ctx.step}")
         return super().training_loss(model, images, labels, ctx)
 
