@@ -88,6 +88,9 @@ def test_method_page_states_claim_metrics_and_side_effects(files: dict[str, byte
     assert "label_smoothing - erm on every metric" in page
     assert "Side effects" in page and "Tuning cost: 6 trials" in page
     assert 'href="../smoke_tiny_suite-' in page  # the run dashboard, by a relative link
+    baseline = files[paths.method_page("erm")].decode()
+    assert "No comparison: the baseline itself" in baseline
+    assert "Mean over seeds [95% Student-t interval] of every metric" in baseline and "test/pgd_linf_accuracy" in baseline
 
 
 def test_claim_page_states_gates_mde_and_reproduce_command(files: dict[str, bytes]) -> None:

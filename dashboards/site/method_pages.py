@@ -17,6 +17,7 @@ from dashboards.site.cells import (
     DIFFERENCE_HEADS,
     SiteTable,
     difference_cells,
+    interval,
     link_cell,
     number,
     text_cell,
@@ -104,6 +105,16 @@ def tuning_text(record: dict) -> str:
     return f"{trials} trials ({failed} failed)" + (f": {', '.join(costs)}" if costs else "")
 
 
+def means_table(view: RunView, benchmark: str, protocol: str, record: dict, stem: str) -> SiteTable:
+    """The method's own mean and 95% interval of every shown metric (from the leaderboard)."""
+    rows = tuple((text_cell(m), text_cell(f"{number(m, record[f'{m}:mean'])} "
+                                          f"{interval(m, record[f'{m}:ci_low'], record[f'{m}:ci_high'])}"),
+                  text_cell(record["n"]))
+                 for m in view.shown_metrics(benchmark, protocol) if record and f"{m}:mean" in record)
+    return SiteTable(f"{stem}-means", "Mean over seeds [95% Student-t interval] of every metric (accuracies in %).",
+                     ("metric", "mean [95% CI]", "n"), rows)
+
+
 def block_html(view: RunView, benchmark: str, protocol: str, method: str, page: str,
                tables: list[SiteTable]) -> str:
     """One benchmark and protocol of a run: every metric against the baseline, side effects, tuning cost."""
@@ -113,12 +124,15 @@ def block_html(view: RunView, benchmark: str, protocol: str, method: str, page: 
     board = view.block_board(benchmark, protocol)
     record = next(iter(board[board["method"] == method].to_dict("records")), {})
     tuning = f"<p>Tuning cost: {esc(tuning_text(record))}.</p>" if record else ""
+    stem = f"method-{paths.slug(method)}-{paths.slug(view.key)}-{paths.slug(benchmark)}-{paths.slug(protocol)}"
     if method == baseline or baseline not in set(board["method"]):
         note = "the baseline itself" if method == baseline else f"{baseline} did not run here"
-        return f"<h3>{esc(heading)}</h3><p>No comparison: {esc(note)}.</p>{tuning}"
+        means = means_table(view, benchmark, protocol, record, stem)
+        tables.append(means)
+        return f"<h3>{esc(heading)}</h3><p>No comparison: {esc(note)}.</p>{means.html(page)}{tuning}"
     differences = view.differences(benchmark, protocol, method, baseline)
     table = SiteTable(
-        f"method-{paths.slug(method)}-{paths.slug(view.key)}-{paths.slug(benchmark)}-{paths.slug(protocol)}",
+        stem,
         f"{method} - {baseline} on every metric, paired by seed, 95% Student-t interval (accuracies in %).",
         DIFFERENCE_HEADS, tuple((text_cell(d.metric), *difference_cells(d)) for d in differences))
     tables.append(table)
