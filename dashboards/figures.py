@@ -209,6 +209,13 @@ def by_method(curves: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return sorted(((str(m), g) for m, g in curves.groupby("method", sort=False)), key=lambda item: item[0])
 
 
+def by_study(curves: pd.DataFrame) -> list[tuple[int, pd.DataFrame]]:
+    """One method's curve rows per tuning study (`tuning.repeats`); curves without studies are one."""
+    if "study" not in curves or curves.empty:
+        return [(0, curves)]
+    return [(int(study), group) for study, group in curves.groupby("study", sort=True)]
+
+
 def tuning_figure(curves: pd.DataFrame, colours: Mapping[str, str]) -> go.Figure | None:
     """Each tuning trial's objective per method (dots), best so far against trial number (line).
 
@@ -231,12 +238,12 @@ def tuning_figure(curves: pd.DataFrame, colours: Mapping[str, str]) -> go.Figure
             text=[trial_hover(method, t, v, c) for t, v, c in zip(ok["trial"], ok["value"], configs, strict=True)],
             hovertemplate="%{text}<extra></extra>",
         ))
-        best = group[group["best_so_far"].notna()]
-        figure.add_trace(go.Scatter(
-            x=best["trial"].tolist(), y=best["best_so_far"].tolist(), mode="lines",
-            name=plotly_text(f"{method} best"), legendgroup=method, showlegend=False,
-            line={"shape": "hv", "color": colour, "width": 2}, hoverinfo="skip",
-        ))
+        for _, best in by_study(group[group["best_so_far"].notna()]):  # one line per tuning study
+            figure.add_trace(go.Scatter(
+                x=best["trial"].tolist(), y=best["best_so_far"].tolist(), mode="lines",
+                name=plotly_text(f"{method} best"), legendgroup=method, showlegend=False,
+                line={"shape": "hv", "color": colour, "width": 2}, hoverinfo="skip",
+            ))
     return figure if figure.data else None
 
 
@@ -252,18 +259,18 @@ def budget_samples_figure(curves: pd.DataFrame, colours: Mapping[str, str]) -> g
     ))
     figure.layout.xaxis.tickformat = "~s"
     for method, group in by_method(curves):
-        points = group[group["best_so_far"].notna() & group["cumulative_samples_seen"].notna()]
-        if points.empty:
-            continue
-        hover = [
-            f"<b>{plotly_text(method)}</b> after trial {int(t)}<br>{x:,.0f} samples<br>best {TUNE_OBJECTIVE}: {y:.4g}"
-            for t, x, y in zip(points["trial"], points["cumulative_samples_seen"], points["best_so_far"], strict=True)
-        ]
-        figure.add_trace(go.Scatter(
-            x=points["cumulative_samples_seen"].tolist(), y=points["best_so_far"].tolist(), mode="lines+markers",
-            name=plotly_text(method), line={"shape": "hv", "color": colours.get(method, FRONT_COLOUR), "width": 2},
-            marker={"size": 5}, text=hover, hovertemplate="%{text}<extra></extra>",
-        ))
+        for _, points in by_study(group[group["best_so_far"].notna() & group["cumulative_samples_seen"].notna()]):
+            if points.empty:
+                continue
+            hover = [
+                f"<b>{plotly_text(method)}</b> after trial {int(t)}<br>{x:,.0f} samples<br>best {TUNE_OBJECTIVE}: {y:.4g}"
+                for t, x, y in zip(points["trial"], points["cumulative_samples_seen"], points["best_so_far"], strict=True)
+            ]
+            figure.add_trace(go.Scatter(
+                x=points["cumulative_samples_seen"].tolist(), y=points["best_so_far"].tolist(), mode="lines+markers",
+                name=plotly_text(method), line={"shape": "hv", "color": colours.get(method, FRONT_COLOUR), "width": 2},
+                marker={"size": 5}, text=hover, hovertemplate="%{text}<extra></extra>",
+            ))
     return figure if figure.data else None
 
 

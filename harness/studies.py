@@ -23,7 +23,7 @@ from harness.statistics import kendall_tau
 TUNE_OBJECTIVE = "val/accuracy"
 KEYS = ["benchmark", "protocol", "method"]
 CURVE_COLUMNS = [
-    *KEYS, "trial", "trial_index", "status", "value", "best_so_far", "samples_seen", "cumulative_samples_seen",
+    *KEYS, "study", "trial", "trial_index", "status", "value", "best_so_far", "samples_seen", "cumulative_samples_seen",
     "config_json",
 ]
 SENSITIVITY_COLUMNS = [*KEYS, "n", "min", "max", "median", "std", "iqr"]
@@ -43,13 +43,14 @@ def budget_curves(rows: pd.DataFrame, *, objective: str = TUNE_OBJECTIVE) -> pd.
     """Best-so-far tuning objective per benchmark/protocol/method against trial number and compute.
 
     One row per tuning trial in search order (`trial` counts from 1, failed trials included: they
-    consumed budget too). `best_so_far` is the running best of `objective` (NaN before the first
+    consumed budget too); with `tuning.repeats`, one curve per study (`study`; 0 for rows made before it). `best_so_far` is the running best of `objective` (NaN before the first
     success); `cumulative_samples_seen` sums `train/samples_seen` over trials so far (a trial
     without a count adds nothing; NaN when no trial has one). `config_json` is carried along for hovers.
     """
     tune = phase_rows(rows, "tune")
+    tune = tune.assign(study=tune["study"].fillna(0).astype(int) if "study" in tune else 0)
     curves = []
-    for (benchmark, protocol, method), group in tune.groupby(KEYS, sort=True) if len(tune) else ():
+    for (benchmark, protocol, method, study), group in tune.groupby([*KEYS, "study"], sort=True) if len(tune) else ():
         ordered = trial_order(group)
         values = pd.to_numeric(ordered[objective], errors="coerce") if objective in ordered else pd.Series(
             np.nan, index=ordered.index)
@@ -58,7 +59,7 @@ def budget_curves(rows: pd.DataFrame, *, objective: str = TUNE_OBJECTIVE) -> pd.
                    else pd.Series(np.nan, index=ordered.index))
         cumulative = samples.fillna(0).cumsum() if samples.notna().any() else samples
         curves.append(pd.DataFrame({
-            "benchmark": benchmark, "protocol": protocol, "method": method,
+            "benchmark": benchmark, "protocol": protocol, "method": method, "study": study,
             "trial": np.arange(1, len(ordered) + 1),
             "trial_index": ordered["trial_index"].to_numpy() if "trial_index" in ordered else np.nan,
             "status": ordered["status"].to_numpy() if "status" in ordered else "ok",

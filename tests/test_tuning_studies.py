@@ -234,3 +234,15 @@ def test_a_claim_rests_on_seeds_times_studies_pairs() -> None:
                              {"label_smoothing": Claim("gains")}, {"ten": 10})
     assert (record.seeds, record.studies) == (3, 2)
     assert record.difference == pytest.approx(0.02)
+
+
+def test_budget_curves_follow_each_study_on_its_own() -> None:
+    from harness.studies import budget_curves
+
+    trials = [{"phase": "tune", "status": "ok", "benchmark": "digits", "protocol": "holdout", "method": "erm",
+               "study": study, "trial_index": index, "val/accuracy": value}
+              for study, values in ((0, (0.5, 0.6)), (1, (0.9, 0.4))) for index, value in enumerate(values)]
+    curves = budget_curves(pd.DataFrame(trials))
+    assert curves["trial"].tolist() == [1, 2, 1, 2]  # two searches of two trials, not one of four
+    assert curves.loc[curves["study"] == 0, "best_so_far"].tolist() == [0.5, 0.6]
+    assert curves.loc[curves["study"] == 1, "best_so_far"].tolist() == [0.9, 0.9]
