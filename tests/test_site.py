@@ -107,7 +107,7 @@ def test_a_rebuild_writes_the_same_bytes(fixture_run: RunSource, files: dict[str
     assert changed == []
 
 
-def test_building_into_the_runs_folder_leaves_the_stores_alone(tmp_path: Path) -> None:
+def test_building_into_the_runs_folder_leaves_the_stores_alone_and_prunes_only_its_own(tmp_path: Path) -> None:
     discover_methods()
     run_dir = write_fixture_run(tmp_path)
     (run_dir / "results.parquet").write_bytes(b"stand-in")
@@ -117,6 +117,11 @@ def test_building_into_the_runs_folder_leaves_the_stores_alone(tmp_path: Path) -
     assert after == before
     assert (run_dir / "dashboard" / "index.html").is_file() is False  # the site's run page is at the slug path
     assert (tmp_path / paths.HOME).is_file()
+    (tmp_path / "methods" / "renamed.html").write_text("an earlier build's page")
+    (tmp_path / "notes.md").write_text("not the site's")
+    build_site(load_sources([tmp_path]).runs, tmp_path, CONTEXT)
+    assert not (tmp_path / "methods" / "renamed.html").exists() and (tmp_path / "notes.md").is_file()
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before} == before
 
 
 def test_a_page_path_on_a_store_file_is_refused(

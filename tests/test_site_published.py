@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dashboards.site import SiteContext, site_files
+from dashboards.site.build import orphaned_files
 from dashboards.site.cli import PUBLISH_COMMAND, PUBLISHED
 from dashboards.sources import load_sources
 from harness.plugins import discover_methods
@@ -29,4 +30,5 @@ def test_published_site_is_up_to_date() -> None:
                 stale.append(path)
         elif published.read_bytes() != data:
             stale.append(path)
-    assert (missing, stale) == ([], []), f"docs/leaderboard is stale: rebuild with `{PUBLISH_COMMAND}`"
+    extra = [path.relative_to(ROOT / PUBLISHED).as_posix() for path in orphaned_files(ROOT / PUBLISHED, files)]
+    assert (missing, stale, extra) == ([], [], []), f"docs/leaderboard is stale: rebuild with `{PUBLISH_COMMAND}`"

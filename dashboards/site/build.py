@@ -2,12 +2,13 @@
 
 Nothing here reads a clock: a rebuild from the same runs writes the same bytes (a test rebuilds
 docs/leaderboard and fails when it is stale). The build never writes over a run's store (its `suite.yaml`,
-`results.parquet`, `studies.journal` or `rows/`), even when the site is written into the folder of runs.
+`results.parquet`, `studies.journal` or `rows/`), even when the site is written into the folder of runs,
+and removes files only inside the folders it alone writes (`methods/`, `claims/`, `downloads/`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import plotly.offline
@@ -94,11 +95,23 @@ def protected_files(runs: Sequence[RunSource]) -> set[Path]:
 
 
 def build_site(runs: Sequence[RunSource], out: Path, context: SiteContext) -> Path:
-    """Write the site for `runs` under `out` (files already identical are left alone); return index.html."""
+    """Write the site for `runs` under `out` (files already identical are left alone) and remove the pages
+    and downloads of an earlier build it no longer writes; return index.html."""
     protected = protected_files(runs)
-    for path, data in sorted(site_files(runs, context).items()):
+    files = site_files(runs, context)
+    for path, data in sorted(files.items()):
         target = out / path
         if target.resolve() in protected or any(parent in protected for parent in target.resolve().parents):
             raise StoreOverwriteError(f"refusing to write {target}: it belongs to a run's store")
         write_atomic(target, data, only_if_changed=True)
+    for orphan in orphaned_files(out, files):
+        orphan.unlink()
     return out / paths.HOME
+
+
+def orphaned_files(out: Path, files: Mapping[str, bytes]) -> list[Path]:
+    """Files in the folders only the site writes (`paths.SITE_DIRS`) that this build does not write: a
+    renamed method's old page, a table no longer shown. Nothing outside those folders is ever removed."""
+    return sorted(path for folder in paths.SITE_DIRS if (out / folder).is_dir()
+                  for path in (out / folder).rglob("*")
+                  if path.is_file() and path.relative_to(out).as_posix() not in files)

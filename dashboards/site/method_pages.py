@@ -124,7 +124,8 @@ def block_html(view: RunView, benchmark: str, protocol: str, method: str, page: 
     board = view.block_board(benchmark, protocol)
     record = next(iter(board[board["method"] == method].to_dict("records")), {})
     tuning = f"<p>Tuning cost: {esc(tuning_text(record))}.</p>" if record else ""
-    stem = f"method-{paths.slug(method)}-{paths.slug(view.key)}-{paths.slug(benchmark)}-{paths.slug(protocol)}"
+    run = f"{paths.slug(view.run.suite_name)}-{paths.slug(view.run.suite_hash)}"
+    stem = f"method-{paths.slug(method)}-{run}-{paths.slug(benchmark)}-{paths.slug(protocol)}"
     if method == baseline or baseline not in set(board["method"]):
         note = "the baseline itself" if method == baseline else f"{baseline} did not run here"
         means = means_table(view, benchmark, protocol, record, stem)

@@ -19,6 +19,8 @@ SITE_INDEX = "site.json"
 PLOTLY = "plotly.min.js"
 README = "README.md"
 DOWNLOADS_DIR = "downloads"
+# Folders only the site writes: a rebuild removes the files in them it no longer writes.
+SITE_DIRS = ("methods", "claims", DOWNLOADS_DIR)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
