@@ -127,6 +127,10 @@ class Catalogue:
     def verdicts_of(self, method: str) -> list[ClaimVerdict]:
         return [verdict for view in self.runs for verdict in view.verdicts if verdict.method == method]
 
+    def run_of(self, verdict: ClaimVerdict) -> RunView:
+        """The run that judged this verdict record."""
+        return next(view for view in self.runs if any(own is verdict for own in view.verdicts))
+
     def registry_name(self, method: str) -> str:
         return next((view.registry_name(method) for view in self.runs_of(method)), method)
 

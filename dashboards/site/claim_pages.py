@@ -126,12 +126,10 @@ def claim_page(catalogue: Catalogue, method: str, context: SiteContext) -> tuple
     verdicts = catalogue.verdicts_of(method)
     tables: list[SiteTable] = []
     sections = []
-    runs = {(view.run.suite_name, view.key): view for view in catalogue.runs}
     for index, verdict in enumerate(verdicts):
-        view = next((v for (name, _), v in runs.items() if name == verdict.suite
-                     and any(own is verdict for own in v.verdicts)), None)
+        view = catalogue.run_of(verdict)
         run_link = (f'<a href="{esc(paths.link(page, view.page))}">run dashboard '
-                    f"<code>{esc(view.run.suite_hash)}</code></a>" if view else "")
+                    f"<code>{esc(view.run.suite_hash)}</code></a>")
         facts = "".join(f"<div><dt>{esc(k)}</dt><dd>{v}</dd></div>" for k, v in evidence_rows(verdict, context))
         gates = gates_table(verdict, f"claim-{paths.slug(method)}-{index}-gates")
         tables.append(gates)
