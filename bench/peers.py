@@ -226,9 +226,10 @@ def ray_tune_defaults(suites: PeerSuites, scratch: Path) -> TuningPeer:
         ray.shutdown()
     trials = [Trial({k: result.config[k] for k in suites.space}, float(result.metrics.get("accuracy", float("nan"))))
               for result in results]
+    reuse = "reused actors" if tune.TuneConfig().reuse_actors else "a new actor per trial"
     return TuningPeer("(b) Ray Tune script, Ray's defaults", wall, trials,
                       f"OptunaSearch seed {tuning.sampler_seed}, 1 CPU per trial (up to {concurrency} at once), "
-                      "`ray.init` inside `fit`")
+                      f"{reuse} (Ray's default), the data read in every trial, `ray.init` inside `fit`")
 
 
 def ray_domain(dim: Dimension) -> Any:
