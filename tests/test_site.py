@@ -76,6 +76,16 @@ def test_each_table_is_downloadable_as_csv(files: dict[str, bytes]) -> None:
     assert matrix.set_index("method").loc["label_smoothing"].iloc[0].count("supported") == 2
 
 
+def test_each_run_leaderboard_is_downloadable(files: dict[str, bytes], fixture_run: RunSource) -> None:
+    index = json.loads(files[paths.SITE_INDEX])
+    [board_csv] = index["downloads"]["leaderboards"]
+    board = pd.read_csv(io.BytesIO(files[board_csv]))
+    assert {"benchmark", "method", "rank", "test/accuracy:mean", "test/accuracy:ci_low"} <= set(board.columns)
+    assert HOSTILE_METHOD in set(board["method"])
+    run_page = files[paths.run_page(fixture_run.suite_name, fixture_run.suite_hash)].decode()
+    assert f'href="../../../{board_csv}"' in run_page
+
+
 def test_rows_download_holds_every_row(files: dict[str, bytes], fixture_run: RunSource) -> None:
     rows = pd.read_parquet(io.BytesIO(files[paths.download("rows.parquet")]))
     assert len(rows) == len(fixture_run.rows)

@@ -19,7 +19,7 @@ from dashboards.site.catalogue import Catalogue, catalogue
 from dashboards.site.cells import SiteTable
 from dashboards.site.claim_pages import claim_page
 from dashboards.site.compare import SCRIPT, compare_data, compare_page, compare_script
-from dashboards.site.downloads import ROWS, downloads_page, rows_parquet, site_index
+from dashboards.site.downloads import ROWS, downloads_page, leaderboard_csvs, rows_parquet, site_index
 from dashboards.site.home import home_page
 from dashboards.site.layout import SiteContext
 from dashboards.site.method_pages import method_page
@@ -51,7 +51,7 @@ def pages_of(cat: Catalogue, context: SiteContext) -> tuple[dict[str, str], list
     for view in cat.runs:
         add(view.page, "run", run_page(view))
     add(paths.COMPARE, "compare", compare_page(context))
-    add(paths.DOWNLOADS, "downloads", downloads_page(tables, context))
+    add(paths.DOWNLOADS, "downloads", downloads_page(cat, tables, context))
     return pages, tables, kinds
 
 
@@ -79,6 +79,7 @@ def site_files(runs: Sequence[RunSource], context: SiteContext) -> dict[str, byt
     files[paths.COMPARE_DATA] = compare_data(cat).encode()
     files[SCRIPT] = compare_script().encode()
     files[ROWS] = rows_parquet(cat)
+    files |= leaderboard_csvs(cat)
     files[paths.SITE_INDEX] = site_index(cat, kinds, tables, context).encode()
     files[paths.PLOTLY] = plotly.offline.get_plotlyjs().encode()
     files[paths.README] = readme(cat, context).encode()

@@ -44,6 +44,10 @@ class RunView:
     def page(self) -> str:
         return paths.run_page(self.run.suite_name, self.run.suite_hash)
 
+    @property
+    def leaderboard_csv(self) -> str:
+        return paths.leaderboard_csv(self.run.suite_name, self.run.suite_hash)
+
     @cached_property
     def final(self) -> pd.DataFrame:
         return successful_final(self.rows)

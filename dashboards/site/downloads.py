@@ -33,6 +33,11 @@ def rows_parquet(catalogue: Catalogue) -> bytes:
     return buffer.getvalue()
 
 
+def leaderboard_csvs(catalogue: Catalogue) -> dict[str, bytes]:
+    """path -> each run's leaderboard as CSV (the frame the run's dashboard renders)."""
+    return {view.leaderboard_csv: view.board.to_csv(index=False, lineterminator="\n").encode() for view in catalogue.runs}
+
+
 def site_index(catalogue: Catalogue, pages: Mapping[str, str], tables: Sequence[SiteTable], context: SiteContext) -> str:
     """The JSON index: every page by kind, every run, method and claim with its page, every download."""
     index = {
@@ -46,12 +51,15 @@ def site_index(catalogue: Catalogue, pages: Mapping[str, str], tables: Sequence[
                     "verdicts": [{"suite": v.suite, "benchmark": v.benchmark, "verdict": v.verdict}
                                  for v in catalogue.verdicts_of(m)]}
                    for m in catalogue.methods() if catalogue.verdicts_of(m)],
-        "downloads": {"tables": sorted(t.csv_path for t in tables), "rows": ROWS},
+        "downloads": {"tables": sorted(t.csv_path for t in tables), "rows": ROWS,
+                      "leaderboards": [v.leaderboard_csv for v in catalogue.runs]},
     }
     return embed_json(index) + "\n"
 
 
-def downloads_page(tables: Sequence[SiteTable], context: SiteContext) -> str:
+def downloads_page(catalogue: Catalogue, tables: Sequence[SiteTable], context: SiteContext) -> str:
+    boards = "".join(f'<li><a href="{esc(paths.link(PAGE, v.leaderboard_csv))}">{esc(v.run.suite_name)} '
+                     f"{esc(v.run.suite_hash)}</a></li>" for v in catalogue.runs)
     items = "".join(f'<li><a href="{esc(paths.link(PAGE, t.csv_path))}">{esc(t.name)}.csv</a>: {esc(t.caption)}</li>'
                     for t in sorted(tables, key=lambda t: t.name))
     body = ("<h1>Downloads</h1>"
@@ -59,5 +67,7 @@ def downloads_page(tables: Sequence[SiteTable], context: SiteContext) -> str:
             "run (tuning trials, teachers, final runs), with its suite name and hash.</p>"
             f'<h2 id="index">Site index</h2><p><a href="{esc(paths.link(PAGE, paths.SITE_INDEX))}">site.json</a>: '
             "every page, run, method, claim and download.</p>"
+            '<h2 id="leaderboards">Leaderboards</h2><p>Each run\'s leaderboard with every statistic column (mean, '
+            f'std, 95% interval, paired difference, rank stability, tuning cost) as CSV:</p><ul>{boards}</ul>'
             f'<h2 id="tables">Tables</h2><ul class="downloads">{items}</ul>')
     return site_page(PAGE, "Downloads", body, context)

@@ -46,6 +46,11 @@ def download(name: str) -> str:
     return f"{DOWNLOADS_DIR}/{name}"
 
 
+def leaderboard_csv(suite_name: str, suite_hash: str) -> str:
+    """A run's whole leaderboard (every statistic column of `harness.leaderboard.leaderboard`) as CSV."""
+    return download(f"leaderboard-{slug(suite_name)}-{slug(suite_hash)}.csv")
+
+
 def link(from_page: str, to_path: str) -> str:
     """The relative URL of `to_path` from the page at `from_page` (both relative to the site root)."""
     return posixpath.relpath(to_path, posixpath.dirname(from_page) or ".")

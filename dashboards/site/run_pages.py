@@ -11,6 +11,7 @@ from dashboards.page import render_page
 from dashboards.site import paths
 from dashboards.site.catalogue import RunView
 from dashboards.site.layout import SITE_CSS, site_header
+from dashboards.table import esc
 
 LAST_ROW = "Last row written"
 NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -29,7 +30,9 @@ def last_row_time(rows: pd.DataFrame) -> datetime:
 def run_page(view: RunView) -> str:
     """The dashboard of one run, linked into the site."""
     page = view.page
-    header = f"<style>{SITE_CSS}</style>{site_header(page)}"
+    csv = esc(paths.link(page, view.leaderboard_csv))
+    header = (f"<style>{SITE_CSS}</style>{site_header(page)}"
+              f'<p class="provenance">This run\'s leaderboard, every statistic: <a href="{csv}">CSV</a>.</p>')
     return render_page(view.run.rows, title=view.run.suite_name, run_name=view.run.suite_hash,
                        generated_at=last_row_time(view.run.rows), site_header=header,
                        plotly_src=paths.link(page, paths.PLOTLY), time_label=LAST_ROW)
