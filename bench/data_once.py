@@ -97,8 +97,9 @@ def report_markdown(r: Results, command: str) -> str:
         rows.append([job, " + ".join(splits), f"{files:.1f}", f"{mapped:.1f}", f"{files - mapped:.1f}",
                      f"{files / mapped:.1f}x"])
     note = (f"The driver reads and puts the final phase's splits ({r.put_bytes / 2**20:.1f} MiB) once per suite in "
-            f"{r.driver_s * 1000:.0f} ms (the read, `ray.put` and the sha256 digest the audit records); another node "
-            "pulls them once. The tuning row still carves tune_train and tune_val from the mapped train split (a "
+            f"{r.driver_s * 1000:.0f} ms (the read, `ray.put` and the sha256 digest the audit records); on another "
+            "node the first job waits for Ray to pull them into that node's store, which this one-node run does not "
+            "measure. The tuning row still carves tune_train and tune_val from the mapped train split (a "
             "stratified split and copies), which a trial in a reused actor paid before too: the saving there is the "
             "file read of each new actor.")
     parts = [SECTION_TITLE, "", f"Reproduce: `{command}`", "",
