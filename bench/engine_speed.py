@@ -4,7 +4,8 @@ One run, on a benchmark model and its dataset (default `fast_cnn` on Fashion-MNI
 thread, the quickstart's student):
   1. for each mode, a cold call (kernels, a compile) and then `--pairs` pairs of whole calls of `--steps`
      steps, (a) the plain eager fp32 loop and (b) `engine.train` in the mode, alternating which goes first;
-     the ratio is the median over pairs of (b)/(a) step rates, so load that drifts over minutes hits both;
+     the ratio is the median over pairs of (b)/(a) step rates per CPU-second of this process (1 torch thread:
+     the work done, which other processes' load changes far less than the wall clock; wall ratios beside);
   2. accuracy: `--epochs` epochs of the whole training split for each seed, plain fp32 loop against the
      engine in `--fast-modes`, then test accuracy: the step rate only counts at equal accuracy.
 
@@ -50,8 +51,9 @@ class Pairing:
 
     modes: Modes
     cold_s: float  # the first engine call in this mode (holds its compile)
-    plain_rates: list[float]
+    plain_rates: list[float]  # steps per CPU-second of this process
     engine_rates: list[float]
+    wall_ratios: list[float]  # (b)/(a) of steps per wall-second, pair by pair
     engine_record: dict
     plain_loss: float
     engine_loss: float
@@ -71,6 +73,7 @@ class Accuracy:
     seed: int
     test_accuracy: float
     wall_s: float
+    cpu_s: float
     final_loss: float
 
 
@@ -81,31 +84,36 @@ def new_model(name: str, data: ImageArrays, seed: int = 0) -> nn.Module:
                        std=[0.25] * channels)
 
 
-def clock(call: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+def clock(call: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall seconds, CPU seconds of this process, and the call's result."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = call()
-    return time.perf_counter() - start, result
+    return time.perf_counter() - start, time.process_time() - cpu, result
 
 
 def pair_mode(modes: Modes, model_name: str, data: ImageArrays, recipe: Recipe, pairs: int) -> Pairing:
     """(a) plain fp32 eager against (b) the engine in `modes`, whole calls alternating a b / b a."""
     cpu = torch.device("cpu")
     torch._dynamo.reset()
-    cold, _ = clock(lambda: engine_train(new_model(model_name, data), data, recipe, modes, cpu))
-    plain_rates, engine_rates, record, losses = [], [], {}, {}
+    cold, _, _ = clock(lambda: engine_train(new_model(model_name, data), data, recipe, modes, cpu))
+    rates: dict[str, list[float]] = {"a": [], "b": []}
+    walls: dict[str, list[float]] = {"a": [], "b": []}
+    record, losses = {}, {}
     for pair in range(pairs):
         for which in (("a", "b") if pair % 2 == 0 else ("b", "a")):
             if which == "a":
-                wall, loss = clock(lambda: plain_train(new_model(model_name, data), data, recipe, Modes(), cpu))
-                plain_rates.append(recipe.steps / wall)
+                wall, used, loss = clock(lambda: plain_train(new_model(model_name, data), data, recipe, Modes(), cpu))
             else:
-                wall, (loss, record) = clock(lambda: engine_train(new_model(model_name, data), data, recipe, modes,
-                                                                  cpu))
-                engine_rates.append(recipe.steps / wall)
+                wall, used, (loss, record) = clock(lambda: engine_train(new_model(model_name, data), data, recipe,
+                                                                        modes, cpu))
+            rates[which].append(recipe.steps / used)
+            walls[which].append(wall)
             losses[which] = loss
-    log(f"  {modes.label}: (b)/(a) {', '.join(f'{b / a:.3f}' for a, b in zip(plain_rates, engine_rates, strict=True))}"
-        f" (cold call {cold:.1f} s)")
-    return Pairing(modes, cold, plain_rates, engine_rates, record, losses["a"], losses["b"])
+    wall_ratios = [a / b for a, b in zip(walls["a"], walls["b"], strict=True)]
+    pairing = Pairing(modes, cold, rates["a"], rates["b"], wall_ratios, record, losses["a"], losses["b"])
+    log(f"  {modes.label}: (b)/(a) per CPU-s {', '.join(f'{r:.3f}' for r in pairing.ratios)}; per wall-s "
+        f"{', '.join(f'{r:.3f}' for r in wall_ratios)} (cold call {cold:.1f} s)")
+    return pairing
 
 
 def accuracy_runs(model_name: str, train: ImageArrays, test: ImageArrays, batch: int, epochs: int,
@@ -118,12 +126,12 @@ def accuracy_runs(model_name: str, train: ImageArrays, test: ImageArrays, batch:
         for label in ("plain fp32 loop", f"engine, {fast.label}"):
             model = new_model(model_name, train, seed)
             if label.startswith("plain"):
-                wall, loss = clock(lambda m=model, r=recipe: plain_train(m, train, r, Modes(), cpu))
+                wall, used, loss = clock(lambda m=model, r=recipe: plain_train(m, train, r, Modes(), cpu))
             else:
-                wall, (loss, _) = clock(lambda m=model, r=recipe: engine_train(m, train, r, fast, cpu))
+                wall, used, (loss, _) = clock(lambda m=model, r=recipe: engine_train(m, train, r, fast, cpu))
             score = accuracy(model, test, device=cpu, num_classes=10)
-            results.append(Accuracy(label, seed, score, wall, float(loss)))
-            log(f"  seed {seed} {label}: test accuracy {score:.4f}, {wall:.1f} s")
+            results.append(Accuracy(label, seed, score, wall, used, float(loss)))
+            log(f"  seed {seed} {label}: test accuracy {score:.4f}, {wall:.1f} s wall, {used:.1f} CPU-s")
     return results
 
 
@@ -144,16 +152,18 @@ def machine() -> dict[str, str]:
 def report(options: argparse.Namespace, pairings: Sequence[Pairing], accuracies: Sequence[Accuracy],
            facts: dict[str, str], load: tuple[str, str], train_size: int) -> str:
     rows = [[p.modes.label, f"{statistics.median(p.plain_rates):.2f}", f"{statistics.median(p.engine_rates):.2f}",
-             f"**{p.ratio:.3f}**", f"{min(p.ratios):.3f}-{max(p.ratios):.3f}", f"{p.cold_s:.1f}",
+             f"**{p.ratio:.3f}**", f"{min(p.ratios):.3f}-{max(p.ratios):.3f}", f"{statistics.median(p.wall_ratios):.3f}",
+             f"{min(p.wall_ratios):.3f}-{max(p.wall_ratios):.3f}", f"{p.cold_s:.1f}",
              p.engine_record.get("engine_fallbacks") or ""] for p in pairings]
-    speed = table(["Engine modes", "(a) plain fp32 steps/s", "(b) engine steps/s", "(b)/(a), median of pairs",
-                   "pairs range", "cold first call s", "fallback"], rows)
+    speed = table(["Engine modes", "(a) plain fp32 steps/CPU-s", "(b) engine steps/CPU-s",
+                   "(b)/(a) per CPU-s, median of pairs", "pairs range", "(b)/(a) per wall-s, median", "pairs range",
+                   "cold first call, wall s", "fallback"], rows)
     by_label: dict[str, list[float]] = {}
     for result in accuracies:
         by_label.setdefault(result.label, []).append(result.test_accuracy)
-    acc_rows = [[r.label, str(r.seed), f"{r.test_accuracy:.4f}", f"{r.final_loss:.4f}", f"{r.wall_s:.1f}"]
-                for r in accuracies]
-    acc_rows += [[f"{label}: mean over seeds", "", f"{statistics.mean(scores):.4f}", "", ""]
+    acc_rows = [[r.label, str(r.seed), f"{r.test_accuracy:.4f}", f"{r.final_loss:.4f}", f"{r.wall_s:.1f}",
+                 f"{r.cpu_s:.1f}"] for r in accuracies]
+    acc_rows += [[f"{label}: mean over seeds", "", f"{statistics.mean(scores):.4f}", "", "", ""]
                  for label, scores in by_label.items()]
     exact = next((p for p in pairings if p.modes == Modes()), None)
     notes = [note for note in (speed_note(pairings, accuracies, options.fast), default_note(exact),
@@ -167,9 +177,11 @@ def report(options: argparse.Namespace, pairings: Sequence[Pairing], accuracies:
         "within this run mean anything).", "",
         f"`{options.model}` on {options.dataset} ({train_size} training images), batch {options.batch}, "
         f"SGD-Nesterov 0.9, lr 0.05, 5% warm-up then cosine, weight decay 5e-4, no augmentation. Step rates: "
-        f"{options.pairs} pairs of whole {options.steps}-step calls per mode after one cold call.", "",
+        f"{options.pairs} pairs of whole {options.steps}-step calls per mode after one cold call, in steps per "
+        "CPU-second of this process (one torch thread, so its CPU time is the work done; under load, the wall "
+        "clock also counts the time other processes held the cores).", "",
         speed, "", f"Accuracy after {options.epochs} epoch(s), test split:", "",
-        table(["Run", "Seed", "Test accuracy", "Final batch loss", "Wall s"], acc_rows), "", *notes, ""])
+        table(["Run", "Seed", "Test accuracy", "Final batch loss", "Wall s", "CPU s"], acc_rows), "", *notes, ""])
 
 
 def speed_note(pairings: Sequence[Pairing], accuracies: Sequence[Accuracy], fast: Modes) -> str:
@@ -184,8 +196,12 @@ def speed_note(pairings: Sequence[Pairing], accuracies: Sequence[Accuracy], fast
     engine = {r.seed: r.test_accuracy for r in accuracies if not r.label.startswith("plain")}
     gaps = [engine[seed] - plain[seed] for seed in plain]
     verdict = "met" if timed.ratio >= TARGET else "missed"
-    every = ("every pair is above it" if min(timed.ratios) >= TARGET else
-             f"on the median, not in every pair: the lowest is {min(timed.ratios):.3f}")
+    if timed.ratio < TARGET:
+        every = f"the highest pair is {max(timed.ratios):.3f}"
+    elif min(timed.ratios) >= TARGET:
+        every = "every pair is above it"
+    else:
+        every = f"on the median, not in every pair: the lowest is {min(timed.ratios):.3f}"
     return text + (f" `{fast.label}`: step rate {timed.ratio:.3f} of the plain loop (pairs {min(timed.ratios):.3f}-"
                    f"{max(timed.ratios):.3f}), so the rate target is **{verdict}** ({every}); its test accuracy minus "
                    f"the plain loop's, seed by seed: {', '.join(f'{gap:+.4f}' for gap in gaps)} (mean "
@@ -199,9 +215,10 @@ def noise_note(pairings: Sequence[Pairing]) -> str | None:
     exact = next((p for p in pairings if p.modes == Modes()), None)
     if exact is None:
         return None
-    return (f"- **Noise.** fp32 runs the plain loop's arithmetic (what the engine adds per step is microseconds: bench/overhead.py), so its "
-            f"pairs, {min(exact.ratios):.3f}-{max(exact.ratios):.3f}, are this run's noise on a single pair; the "
-            "medians carry less of it, but differences of a few tenths between modes are not settled by this run.")
+    return (f"- **Noise.** fp32 runs the plain loop's arithmetic (what the engine adds per step is microseconds: "
+            f"bench/overhead.py), so its pairs, {min(exact.ratios):.3f}-{max(exact.ratios):.3f} per CPU-second and "
+            f"{min(exact.wall_ratios):.3f}-{max(exact.wall_ratios):.3f} per wall-second, are this run's noise on a "
+            "single pair; the medians carry less of it.")
 
 
 def compile_note(pairings: Sequence[Pairing]) -> str | None:

@@ -176,3 +176,24 @@ def test_data_moved_to_the_training_device_once_stays_put_on_cpu() -> None:
 def test_an_unknown_engine_modes_field_is_refused() -> None:
     with pytest.raises(ValueError, match="did you mean|Extra inputs"):
         SpeedSpec.model_validate({"channel_last": "on"})
+
+
+def test_the_hot_path_reads_nothing_back_from_the_device_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU every read of a tensor's value on the host waits for the device: the loop reads a few values
+    per epoch (its last loss), never per step (counted here on CPU, where the same calls would be the syncs)."""
+    reads: list[str] = []
+    for name in ("item", "__float__", "__bool__", "__int__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: object, _name: str = name, _original=original) -> object:
+            reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn", in_channels=1, num_classes=10, image_size=8, mean=[0.5], std=[0.25])
+    data = _digits()
+    stats = train(model, Method(), data, TrainSettings(lr=0.05, batch_size=32, epochs=2, seed=0), num_classes=10,
+                  device=CPU)
+    # per epoch, the last loss and the epoch's order; 88 steps would be 88 reads and more
+    assert stats.steps == 88 and reads.count("__float__") == 2 and len(reads) <= 4, reads
