@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.leaderboard import leaderboard
 from harness.store import RESULTS_FILE, ResultStore, read_results, row_file_name
 from harness.suite import load_suite
 
@@ -170,3 +171,30 @@ def test_start_from_defaults_runs_the_defaults_as_each_cells_first_trial(repo_ro
     assert first == {"method.smoothing": 0.3, "train.lr": 0.05, "train.weight_decay": 0.0005}  # 0.5 clipped to 0.3
     second = json.loads(rows.loc["tune:holdout:digits:label_smoothing:0001", "config_json"])
     assert second != first and 0.0 <= second["method.smoothing"] <= 0.3
+
+
+def test_repeats_tune_independent_studies_on_the_objective_and_retrain_each(repo_root, tmp_path) -> None:
+    """`tuning.repeats: 2` with `sobol_tpe` and an objective with a floor: two studies per method, each with
+    its own sampler seed, selecting on val/nll among trials that clear the floor; every study's best config
+    is retrained for every seed, so the leaderboard's n is seeds x studies."""
+    overrides = ("methods=[{name: erm}]", "tuning.trials=2", "tuning.repeats=2",
+                 "tuning.sampler=sobol_tpe", "tuning.objective={metric: val/nll, floor: {val/accuracy: 0.2}}",
+                 "final.seeds=[0, 1]")
+    proc = run_cli(repo_root, "--out", str(tmp_path), "--no-dashboard", *[x for o in overrides for x in ("--set", o)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    suite = load_suite(repo_root / "suites" / "smoke.yaml", overrides)
+    rows = read_results(tmp_path / suite.name / suite.hash)
+    tune, final = rows[rows["phase"] == "tune"], rows[rows["phase"] == "final"]
+    assert len(tune) == 2 * 2 and (tune["status"] == "ok").all() and tune["val/nll"].notna().all()
+    assert set(tune["study"]) == {0, 1} and set(tune["sampler"]) == {"sobol_tpe"}
+    assert tune["sampler_settings"].nunique() == 2  # each study has its own seed
+    assert len(final) == 2 * 2 and (final["status"] == "ok").all()
+    assert "final:holdout:digits:erm:s0" in set(final["row_id"]) and "final:holdout:digits:erm#1:s1" in set(final["row_id"])
+    for (method, study), runs in final.groupby(["method", "study"]):
+        trials = tune[(tune["method"] == method) & (tune["study"] == study)]
+        passing = trials[trials["val/accuracy"] >= 0.2]
+        best = (passing if len(passing) else trials).sort_values(["val/nll", "trial_index"]).iloc[0]
+        assert set(runs["config_json"]) == {best["config_json"]}
+        fell_back = "selection_fallback" in runs and runs["selection_fallback"].notna().all()
+        assert fell_back == passing.empty
+    assert set(leaderboard(rows)["n"]) == {4}
