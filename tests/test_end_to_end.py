@@ -67,6 +67,9 @@ def test_every_row_carries_an_audit_that_verify_checks(smoke_run, repo_root) -> 
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FAIL" not in proc.stdout and f"ok: {len(rows)} audit records match their digests" in proc.stdout
+    # every job mapped its splits from the object store the driver put them in, and got the same bytes
+    assert "ok: every row that received a split from the object store got the same bytes (digits:test, " \
+           "digits:train)" in proc.stdout
 
 
 def test_final_rows_carry_metrics_and_provenance(smoke_run) -> None:
