@@ -3,8 +3,8 @@
 Why: every tuning trial and final run used to read its dataset's files itself (a final run, in a fresh
 Ray Train worker, always did), so every job paid the read and every node needed the files. Now the
 driver reads each (dataset, split) once and `ray.put`s its numpy arrays; Ray maps them from shared
-memory into every worker of a node (another node pulls them once), so a job reads no file and a
-worker node needs none. A job given no handle (`RunSpec.data` None: tests, benches, in-process use)
+memory into every worker of a node (a node pulls a copy when its first job needs them), so a job reads
+no file and a worker node needs none. A job given no handle (`RunSpec.data` None: tests, benches, in-process use)
 reads the files as before, and so does a job asking for a split its handle does not carry.
 
 The seal, per phase: a handle carries only the splits its phase may read. Tuning handles (trials and
