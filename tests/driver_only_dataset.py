@@ -15,8 +15,7 @@ import os
 from harness.data import DATASETS
 from harness.data.sources import DigitsSource, ImageArrays, Split
 from harness.errors import DataUnavailableError
-
-DRIVER_ENV = "HARNESS_TEST_DATA_ON_THIS_NODE"
+from tests.driver_env import DRIVER_ENV
 
 
 class DriverOnlyDigits(DigitsSource):

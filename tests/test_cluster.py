@@ -22,7 +22,7 @@ import pytest
 from harness.plugins import PLUGINS_ENV
 from harness.store import read_results
 from harness.suite import load_suite
-from tests.driver_only_dataset import DRIVER_ENV
+from tests.driver_env import DRIVER_ENV
 from tests.ray_cluster import RAY, LocalCluster, client_env, local_cluster
 
 pytestmark = pytest.mark.ray
