@@ -32,4 +32,5 @@ class DriverOnlyDigits(DigitsSource):
         return super().load(split)
 
 
-DATASETS.add("driver_digits", DriverOnlyDigits())
+DATASET = DriverOnlyDigits()
+DATASETS.add("driver_digits", DATASET)

@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.data import DATASETS
 from harness.plugins import PLUGINS_ENV
 from harness.store import read_results
 from harness.suite import load_suite
@@ -77,6 +79,18 @@ def test_a_suite_run_with_address_uses_both_nodes(cluster: LocalCluster, repo_ro
     assert set(tune["node_id"]) | set(final["node_id"]) == cluster.node_ids()
 
 
+@pytest.fixture
+def driver_digits() -> Iterator[None]:
+    """`driver_digits` registered in this process for one test (the run directory's hash needs the suite
+    to load here), and gone after it, so no other test sees it in the dataset registry."""
+    from tests import driver_only_dataset  # importing it registers the dataset
+
+    DATASETS.add("driver_digits", driver_only_dataset.DATASET)  # again, if an earlier test removed it
+    yield
+    DATASETS._entries.pop("driver_digits", None)
+
+
+@pytest.mark.usefixtures("driver_digits")
 def test_nodes_without_the_data_files_run_a_suite_on_splits_from_the_object_store(cluster: LocalCluster,
                                                                                  repo_root: Path, tmp_path: Path) -> None:
     # the driver alone can read driver_digits; every Ray worker, on either node, is refused its files
