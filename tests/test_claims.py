@@ -37,7 +37,7 @@ def test_judge_claims_gives_each_verdict_from_rows_alone() -> None:
     assert {name: record.verdict for name, record in judged.items()} == {
         "up": "supported", "up_again": "supported", "down": "not supported", "flat": "inconclusive",
         "late": "not measured"}  # up_again is labelled: its claim is up's; Holm across the run's four claims
-    assert judged["up"].interval_method == "Student t at 96% (n < 4)" and judged["flat"].n_to_resolve is None
+    assert judged["up"].interval_method == "skew-corrected t (Hall) at 98.7% (n = 3)" and judged["flat"].n_to_resolve is None
     flat = judged["flat"]  # the reason states the MDE in the unit of its row (accuracy points), not a fraction
     assert f"MDE {metric_number(flat.mde, 'test/accuracy')} at n = 3" in flat.reason and flat.mde < 0.5
     up = judged["up"]
@@ -184,7 +184,7 @@ def test_main_writes_the_page_and_refuses_an_empty_root(tmp_path: Path, capsys: 
     assert main([str(tmp_path / "runs"), "-o", str(out)]) == 0
     page = out.read_text()
     assert "| `kd` |" in page and "**supported**" in page and "**inconclusive**" in page
-    assert "| 3 x 1; Student t at 96% (n < 4); MDE " in page
+    assert "| 3 x 1; skew-corrected t (Hall) at 98.7% (n = 3); MDE " in page
     assert "| 83.00 [" in page  # kd's mean accuracy in %, (0.82 + 0.841 + 0.829) / 3
     assert main([str(tmp_path / "nothing")]) == 2
     assert "no suite run" in capsys.readouterr().err

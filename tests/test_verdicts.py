@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.statistics import skew_corrected_bounds, skew_corrected_p
 from harness.verdicts import (
     ClaimEvidence,
     Gate,
@@ -18,6 +19,7 @@ from harness.verdicts import (
     no_seed_at_chance,
     one_sided_p,
     precondition,
+    simulated_power,
     tuning_health,
 )
 
@@ -59,6 +61,18 @@ def test_mde_shrinks_with_n_and_n_to_resolve_reaches_the_needed_effect() -> None
     assert n_to_resolve(1.0, 1e-6) is None  # no affordable n
 
 
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_the_mde_is_the_verdicts_tests_own(n: int) -> None:
+    """At the MDE the verdicts' test detects a normal effect 80% of the time on fresh draws (another seed);
+    at the t test's formula it would detect it less often at few pairs: the row would promise too much."""
+    from scipy import stats
+
+    mde = minimum_detectable_effect(1.0, n)
+    assert simulated_power(mde, n, draws=40_000, seed=1) == pytest.approx(0.8, abs=0.015)
+    t_formula = (stats.t.ppf(0.95, n - 1) + stats.t.ppf(0.8, n - 1)) / np.sqrt(n)
+    assert mde > t_formula and simulated_power(t_formula, n, draws=40_000, seed=1) < 0.78
+
+
 def test_holm_adjusts_step_down() -> None:
     assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert np.isnan(holm_adjusted([float("nan"), 0.01])[0]) and holm_adjusted([float("nan"), 0.01])[1] == 0.02
@@ -77,21 +91,48 @@ def test_null_suites_are_supported_at_most_at_the_stated_error_rate(n: int) -> N
     assert any_supported / suites <= 0.05 + 0.02
 
 
-@pytest.mark.parametrize("n", [3, 10])
-def test_left_skewed_null_differences_break_the_t_tests_error_rate_as_the_page_says(n: int) -> None:
-    """A known limit, stated under the verdict rules: with no true effect but differences skewed to the left
-    (a method that now and then loses far more than usual: 1 - exponential), the one-sided t test says
-    "supported" 13-16% of the time, not 5%; normal differences stay at 5%. Vectorised, seeded."""
+def plain_t_p(differences: np.ndarray) -> np.ndarray:
+    """The one-sided paired t test's p-value of H0: mean <= 0 per row (what the verdicts used before)."""
     from scipy import stats
 
+    n = differences.shape[1]
+    return stats.t.sf(differences.mean(axis=1) / (differences.std(axis=1, ddof=1) / np.sqrt(n)), n - 1)
+
+
+def test_one_sided_p_is_the_vectorised_skew_corrected_test_and_never_contradicts_the_interval() -> None:
+    """The verdicts' p-value is `skew_corrected_p` (what the simulations below run), and a 95% skew-corrected
+    interval above zero always comes with p < 0.05: the shown interval and the verdict agree."""
+    rng = np.random.default_rng(3)
+    for n in (3, 4, 5, 10):
+        samples = 0.5 + rng.exponential(1.0, (4000, n)) * rng.choice([-1.0, 1.0], (4000, 1))
+        p = skew_corrected_p(samples, 0.0)
+        assert one_sided_p(samples[0], 0.0) == pytest.approx(p[0]) and one_sided_p(samples[1], 0.0) == pytest.approx(p[1])
+        low, _ = skew_corrected_bounds(samples)
+        assert (low > 0).any() and (p[low > 0] < 0.05).all()
+    assert one_sided_p(np.array([0.01, 0.01, 0.01]), 0.0) == 0.0 and one_sided_p(np.array([0.0, 0.0]), 0.0) == 1.0
+
+
+# With no true effect, differences skewed to the left (a method that now and then loses far more than usual:
+# 1 - exponential) make any test from a few values say "supported" too often: the plain t test 16% at 3 and
+# 5 seeds, 13% at 10. The verdicts' test (t and Hall's test both reject) measures these, which docs/claims.md
+# states; it stays at most at 5% on normal differences at every level (Holm's and the sequential looks'
+# small ones too, where Hall's test alone would not: 2x at n = 3), and pays in power on a normal 1-sd effect
+# (the plain t test: 32%, 58%, 90%).
+LEFT_SKEWED_NULL_RATE = {3: 0.102, 5: 0.092, 10: 0.077}
+POWER_AT_ONE_SD = {3: 0.207, 5: 0.446, 10: 0.852}
+NULL_DRAWS = 40_000  # standard error of a 5% rate: 0.11 points; of a 10% rate: 0.15 points
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_the_skew_corrected_test_keeps_normal_nulls_at_alpha_and_cuts_the_left_skewed_excess(n: int) -> None:
     rng = np.random.default_rng(500 + n)
-
-    def rate(differences: np.ndarray) -> float:
-        t = differences.mean(axis=1) / (differences.std(axis=1, ddof=1) / np.sqrt(n))
-        return float((stats.t.sf(t, n - 1) <= 0.05).mean())
-
-    assert rate(rng.normal(0.0, 1.0, (40_000, n))) == pytest.approx(0.05, abs=0.005)
-    assert 0.12 <= rate(1.0 - rng.exponential(1.0, (40_000, n))) <= 0.18
-    sample = 1.0 - rng.exponential(1.0, (1, n))
-    t = sample.mean() / (sample.std(ddof=1) / np.sqrt(n))
-    assert one_sided_p(sample[0], 0.0) == pytest.approx(stats.t.sf(t, n - 1))  # the formula simulated above
+    normal = skew_corrected_p(rng.normal(0.0, 1.0, (10 * NULL_DRAWS, n)), 0.0)
+    assert float((normal <= 0.05).mean()) <= 0.05 and float((normal <= 0.05 / 6).mean()) <= 0.05 / 6
+    right = rng.exponential(1.0, (NULL_DRAWS, n)) - 1.0  # skewed the other way: it errs on the safe side
+    assert float((skew_corrected_p(right, 0.0) <= 0.05).mean()) <= 0.02
+    left = 1.0 - rng.exponential(1.0, (NULL_DRAWS, n))
+    corrected, plain = float((skew_corrected_p(left, 0.0) <= 0.05).mean()), float((plain_t_p(left) <= 0.05).mean())
+    assert corrected == pytest.approx(LEFT_SKEWED_NULL_RATE[n], abs=0.01) and plain > corrected + 0.05
+    effect = rng.normal(1.0, 1.0, (NULL_DRAWS, n))
+    power = float((skew_corrected_p(effect, 0.0) <= 0.05).mean())
+    assert power == pytest.approx(POWER_AT_ONE_SD[n], abs=0.015) and power < float((plain_t_p(effect) <= 0.05).mean())
