@@ -7,8 +7,9 @@ smaller level: the levels here come from the Lan-DeMets spending function of Poc
 alpha * ln(1 + (e - 1) * t) at information fraction t = n / max, and look k tests at the increment
 spent since look k - 1. By the union bound over looks (and Holm over the suite's claims at each look, with
 the claims already decided kept in the family), the chance of any false "supported" stays <= alpha, for
-t statistics at any n; an exact group-sequential boundary would be less conservative, and needs the
-normal approximation that three seeds do not give. The same holds for "not supported". Pure: the runner
+the verdicts' test (never above the t test's rate) at any n, on normal differences; an exact
+group-sequential boundary would be less conservative, and needs the normal approximation that three seeds
+do not give. The same holds for "not supported". Pure: the runner
 (`harness.runner`) and the claims page replay the same rule on the same rows, so they agree on each
 comparison's look.
 """
