@@ -3,7 +3,10 @@
 With three to five seeds a difference of means says little on its own; these functions give the
 paired difference with a bootstrap interval, the probability that one method's run beats another's
 (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021), how stable a
-ranking is across seeds, and Kendall's tau between two rankings. Pure numpy and pandas, no I/O.
+ranking is across seeds, and Kendall's tau between two rankings; and the intervals and the one-sided test
+that hold their stated rates at a few seeds: the Student t interval (the leaderboards'), and the claims
+page's skew-aware interval with the verdicts' test behind it (`skew_corrected_interval`,
+`skew_corrected_p`). Pure numpy, scipy and pandas, no I/O.
 """
 
 from __future__ import annotations
