@@ -2,7 +2,7 @@
 
   (u) ungrouped, as the runner ran them before: one `TorchTrainer` fit per run (`final_runs.submit_final`),
       `slots` at a time (`scheduling.run_in_slots`);
-  (g) grouped, as `SuiteRunner.final_all` runs them now: `scheduling.group_jobs` over the slots, one
+  (g) grouped, as `SuiteRunner.final_all` runs them now: `scheduling.balanced_groups` over the slots, one
       `fit_final_group` per group, each row landing through the inbox (`final_groups.FinalGroups`);
   (l) the same `jobs.final_run` calls one after another in this process: the loops alone (training,
       data access and evaluation), with no Ray; their sum / slots is what a phase with no fixed cost
@@ -90,11 +90,16 @@ def ungrouped(suite: Suite, jobs: list[FinalJob], slots: int, scratch: Any, repe
     return metrics
 
 
+def equal_cost(job: FinalJob) -> float:
+    """Every run of the bench is the same cell's (ERM on digits, one budget): their expected costs are equal."""
+    return 1.0
+
+
 def grouped(suite: Suite, jobs: list[FinalJob], slots: int, scratch: Any, repeat: int) -> dict[int, Mapping[str, Any]]:
     """(g): the runner's grouped path; the metrics by seed, each stored as it landed."""
     from harness.final_groups import FinalGroups
     from harness.final_runs import GroupRun, Workers
-    from harness.scheduling import group_jobs
+    from harness.scheduling import balanced_groups
 
     final, metrics = suite.final, {}
 
@@ -106,7 +111,7 @@ def grouped(suite: Suite, jobs: list[FinalJob], slots: int, scratch: Any, repeat
     groups = FinalGroups(lambda job: GroupRun(run_name(job, "g", repeat), run_spec(suite, job)), land,
                          storage=scratch, workers=Workers(), checkpoint_every=final.checkpoint_every,
                          max_failures=final.max_failures)
-    groups.run(group_jobs(jobs, slots, key=lambda job: job.cell.key), slots)
+    groups.run(balanced_groups(jobs, slots, equal_cost), slots)
     return metrics
 
 
@@ -146,7 +151,7 @@ def deterministic(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 def measure(options: Options) -> Results:
     from harness import cluster
-    from harness.scheduling import group_jobs
+    from harness.scheduling import balanced_groups
     from harness.storage import local_storage
 
     machine = machine_facts()
@@ -158,7 +163,7 @@ def measure(options: Options) -> Results:
         scratch = local_storage(Path(directory))
         info = cluster.connect(num_cpus=os.cpu_count())
         slots = options.slots or info.slots(suite.final.cpus_per_worker)
-        groups = len(group_jobs(jobs, slots, key=lambda job: job.cell.key))
+        groups = len(balanced_groups(jobs, slots, equal_cost))
         try:
             for repeat in range(options.repeats):
                 order = ("u", "g") if repeat % 2 == 0 else ("g", "u")  # alternate, so drift biases neither

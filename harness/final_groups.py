@@ -1,13 +1,15 @@
 """The driver's side of grouped final runs: submit the groups, land each run the moment it finishes.
 
-A group (`harness.scheduling.group_jobs`) is one `fit_final_group` task holding one slot. Its runs hand
+A group (`harness.scheduling.balanced_groups`) is one `fit_final_group` task holding one slot. Its runs hand
 their metrics to an inbox actor as each finishes; the driver drains it while the groups run, so rows
 land one by one. A run's `wall_s` is the time since the previous run of its group landed (the first run
 of a group also carries the worker group's start), so a group's walls add up to the group's wall.
 
 When a group fails (a run raised, or a worker died more often than the group may restart), its runs
-that landed stay as they are; the first run that had not landed is the one that failed (runs train in
-order), its row is failed with the group's error, and the runs after it start again as a new group.
+that landed stay as they are; the run it had started and not landed (the inbox knows which: runs train
+one at a time, not always in the group's order) is the one that failed, its row is failed with the
+group's error, and the group's other runs that had not landed start again as a new group. A group that
+failed before starting any run fails its first run that had not landed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import ray
 
-from harness.final_runs import GroupRun, drain_inbox, open_inbox, submit_final_group
+from harness.final_runs import GroupRun, drain_inbox, open_inbox, started_runs, submit_final_group
 from harness.plan import FinalJob
 from harness.rows import error_text, now
 from harness.scheduling import run_in_slots
@@ -54,7 +56,8 @@ class FinalGroups:
     def run(self, groups: Sequence[tuple[FinalJob, ...]], slots: int) -> None:
         inbox = open_inbox()
         try:
-            run_in_slots(groups, slots, lambda group: self._submit(group, inbox), self._finished,
+            run_in_slots(groups, slots, lambda group: self._submit(group, inbox),
+                         lambda group, ref, started_at, wall_s: self._finished(group, ref, inbox),
                          poll=lambda: self._land_messages(inbox))
         finally:
             ray.kill(inbox)
@@ -80,19 +83,21 @@ class FinalGroups:
         for name, metrics, error in drain_inbox(inbox):
             self._land(name, metrics, error)
 
-    def _finished(self, group: tuple[FinalJob, ...], ref: Any, started_at: str,
-                  wall_s: float) -> list[tuple[FinalJob, ...]]:
-        """Land what the group's result holds; after a failure, fail the run it stopped in and return the
-        runs after it, to run as a new group."""
+    def _finished(self, group: tuple[FinalJob, ...], ref: Any, inbox: Any) -> list[tuple[FinalJob, ...]]:
+        """Land what the group's result holds; after a failure, fail the run it stopped in and return its
+        other runs still to land, to run as a new group."""
         names = self.group_names.pop(ref)
         try:
             finished = ray.get(ref)
-        except Exception as error:  # the group stopped in its first run that had not landed
+        except Exception as error:  # the group stopped in the run it had started and not landed
             left = [(name, job) for name, job in zip(names, group, strict=True) if name not in self.landed]
             if not left:
                 return []
-            self._land(left[0][0], None, error_text(error))
-            return [tuple(job for _, job in left[1:])] if len(left) > 1 else []
+            started = started_runs(inbox)
+            failed = next((name for name, _ in left if name in started), left[0][0])
+            self._land(failed, None, error_text(error))
+            rest = tuple(job for name, job in left if name != failed)
+            return [rest] if rest else []
         for name in names:
             if name in finished:
                 self._land(name, finished[name], None)

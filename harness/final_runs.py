@@ -16,8 +16,11 @@ finished runs and continues the interrupted run from its own engine state, so a 
 from its own checkpoint (bit-identical on CPU) and no other run's metrics change. As each run
 finishes, rank 0 hands its metrics to the driver's inbox (an actor, `open_inbox`) before reporting
 it finished, so its row lands at once; a restart that repeats a run only repeats a message the
-driver already has. A run that raises fails the fit: the driver stores it as failed and starts the
-group's remaining runs as a new group (see `SuiteRunner.final_all`).
+driver already has. A group's runs may be of different cells (`harness.scheduling.balanced_groups`); the
+next run is the interrupted one, else the first whose teacher is ready, and a teacher's weights are
+fetched when its run starts, so a slot trains other runs while a teacher is still training. A run that
+raises fails the fit: rank 0 told the inbox which run it started, so the driver stores that one as
+failed and starts the group's remaining runs as a new group (see `harness.final_groups`).
 
 A tuning trial with `tuning.workers` > 1 calls `fit_tuning_trial` from inside its Tune trial (the
 Ray Train V2 pattern: a Tune function builds and fits the trainer). `TuneReportCallback` forwards
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from harness.engine import Checkpointing
 from harness.jobs import RunSpec, final_run, tuning_trial
 from harness.provenance import hardware, node_id
 from harness.rows import error_text
+from harness.scheduling import next_in_group
 from harness.storage import Storage
 
 METRICS_FILE = "metrics.json"
@@ -169,16 +173,20 @@ class GroupRun:
 
 @dataclass(frozen=True)
 class GroupProgress:
-    """What a group's latest checkpoint says: finished runs' metrics by name, the run under way (if
-    any) and its engine state."""
+    """What a group's latest checkpoint says: finished runs' metrics by name, runs that could not train
+    (their teacher failed) with the error, the run under way (if any) and its engine state."""
 
     finished: dict[str, dict[str, Any]]
     current: str | None = None
     state: dict[str, Any] | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
     def saved(self, current: str | None) -> dict[str, Any]:
         """The `GROUP_FILE` contents with `current` under way."""
-        return {"finished": self.finished, "current": current}
+        return {"finished": self.finished, "current": current, "failed": self.failed}
+
+    def done(self, name: str) -> bool:
+        return name in self.finished or name in self.failed
 
 
 def _group_progress() -> GroupProgress:
@@ -189,46 +197,85 @@ def _group_progress() -> GroupProgress:
         saved = json.loads(Path(directory, GROUP_FILE).read_text())
         path = Path(directory, STATE_FILE)
         state = torch.load(path, weights_only=False) if path.exists() else None
-    return GroupProgress(finished=saved["finished"], current=saved["current"], state=state)
+    return GroupProgress(finished=saved["finished"], current=saved["current"], state=state,
+                         failed=saved.get("failed", {}))
+
+
+def _report_progress(progress: GroupProgress, rank: int) -> None:
+    """Every rank reports a checkpoint holding `progress` with no run under way (rank 0 uploads it)."""
+    with tempfile.TemporaryDirectory() as directory:
+        if rank == 0:
+            Path(directory, GROUP_FILE).write_text(json.dumps(progress.saved(None)))
+        ray.train.report({"finished": len(progress.finished)},
+                         checkpoint=Checkpoint.from_directory(directory) if rank == 0 else None)
+
+
+def _next_run(pending: list[str], current: str | None, runs: dict[str, GroupRun]) -> str:
+    """The run to train next (`harness.scheduling.next_in_group`), waiting for the first teacher to be
+    ready when every pending run still waits for one."""
+    def ready(name: str) -> bool:
+        teacher = runs[name].teacher
+        return not isinstance(teacher, ray.ObjectRef) or bool(ray.wait([teacher], timeout=0)[0])
+
+    while (name := next_in_group(pending, current, ready)) is None:
+        ray.wait([runs[waiting].teacher for waiting in pending], num_returns=1)
+    return name
+
+
+def _agreed_run(pending: list[str], current: str | None, runs: dict[str, GroupRun], world_size: int) -> str:
+    """Rank 0 picks the next run (`_next_run`) and every rank trains that one: teachers may become ready
+    at different moments on different workers, and DDP ranks must train the same run together."""
+    rank = ray.train.get_context().get_world_rank()
+    chosen = [_next_run(pending, current, runs) if rank == 0 else None]
+    if world_size > 1:
+        torch.distributed.broadcast_object_list(chosen, src=0, device=ray.train.torch.get_device())
+    assert chosen[0] is not None
+    return chosen[0]
+
+
+def _teacher_weights(teacher: Any) -> tuple[bytes | None, str | None]:
+    """(the teacher's weights, None), or (None, its task's error) when it failed to train."""
+    if not isinstance(teacher, ray.ObjectRef):
+        return teacher, None
+    try:
+        return ray.get(teacher), None
+    except Exception as error:
+        return None, error_text(error)
 
 
 def _group_train_loop(config: dict[str, Any]) -> None:
-    """Every worker trains the group's runs in order, skipping those the latest checkpoint holds as
-    finished; after each, rank 0 hands its metrics to the inbox, then every rank reports it finished."""
-    rank = ray.train.get_context().get_world_rank()
+    """Every worker trains the group's runs, skipping those the latest checkpoint holds as done: the
+    interrupted run first, then each time the first run whose teacher is ready, its teacher's weights
+    fetched only then. Rank 0 tells the inbox when a run starts and hands it the run's metrics when it
+    finishes; then every rank reports it finished. A run whose teacher failed is handed to the inbox as
+    failed (with the teacher's error), recorded so a restart skips it, and the group goes on."""
+    context = ray.train.get_context()
+    rank, world_size, inbox = context.get_world_rank(), context.get_world_size(), config["inbox"]
+    runs = {run.name: run for run in config["runs"]}
     progress = _group_progress()
-    for run in config["runs"]:
-        if run.name in progress.finished:
-            continue
-        resume = progress.state if progress.current == run.name else None
-        checkpointing = _checkpointing(config["checkpoint_every"], rank, resume, progress.saved(run.name))
-        # through JSON, as `fit_final`'s metrics travel: the driver gets the same values and types
-        metrics = json.loads(json.dumps(_final_metrics(run.spec, run.teacher, checkpointing)))
-        if rank == 0 and config["inbox"] is not None:
-            ray.get(config["inbox"].put.remote(run.name, metrics, None))
-        progress = GroupProgress(finished={**progress.finished, run.name: metrics})
-        with tempfile.TemporaryDirectory() as directory:
-            if rank == 0:
-                Path(directory, GROUP_FILE).write_text(json.dumps(progress.saved(None)))
-            ray.train.report({"finished": len(progress.finished)},
-                             checkpoint=Checkpoint.from_directory(directory) if rank == 0 else None)
-
-
-def _resolve_teachers(runs: list[GroupRun], inbox: Any) -> list[GroupRun]:
-    """`runs` with their teachers' weights in place; a run whose teacher failed to train is handed to the
-    inbox as failed (with the teacher's error) and left out, so the group's other runs still train."""
-    ready = []
-    for run in runs:
-        if not isinstance(run.teacher, ray.ObjectRef):
-            ready.append(run)
-            continue
-        try:
-            ready.append(GroupRun(run.name, run.spec, ray.get(run.teacher)))
-        except Exception as error:
+    pending = [name for name in runs if not progress.done(name)]
+    while pending:
+        name = _agreed_run(pending, progress.current, runs, world_size)
+        pending.remove(name)
+        teacher, teacher_error = _teacher_weights(runs[name].teacher)
+        if teacher_error is not None:
             if inbox is None:
-                raise
-            ray.get(inbox.put.remote(run.name, None, error_text(error)))
-    return ready
+                raise RuntimeError(f"the teacher of {name} failed to train: {teacher_error}")
+            if rank == 0:
+                ray.get(inbox.put.remote(name, None, teacher_error))
+            progress = replace(progress, current=None, state=None, failed={**progress.failed, name: teacher_error})
+            _report_progress(progress, rank)
+            continue
+        if rank == 0 and inbox is not None:
+            ray.get(inbox.start.remote(name))
+        resume = progress.state if progress.current == name else None
+        checkpointing = _checkpointing(config["checkpoint_every"], rank, resume, progress.saved(name))
+        # through JSON, as `fit_final`'s metrics travel: the driver gets the same values and types
+        metrics = json.loads(json.dumps(_final_metrics(runs[name].spec, teacher, checkpointing)))
+        if rank == 0 and inbox is not None:
+            ray.get(inbox.put.remote(name, metrics, None))
+        progress = replace(progress, current=None, state=None, finished={**progress.finished, name: metrics})
+        _report_progress(progress, rank)
 
 
 def fit_final_group(runs: list[GroupRun], *, storage: Storage, name: str, workers: Workers | None = None,
@@ -238,8 +285,8 @@ def fit_final_group(runs: list[GroupRun], *, storage: Storage, name: str, worker
 
     Checkpoints go to `storage`/`name` (see the module docstring). A worker that dies is restarted up to
     `max_failures` times per run of the group (the budget is the group's, so one run may use more than
-    its share), from the interrupted run's last engine checkpoint. A run that raises fails the fit."""
-    runs = _resolve_teachers(runs, inbox)
+    its share), from the interrupted run's last engine checkpoint. A run that raises fails the fit. A run's
+    teacher (an ObjectRef) is fetched when that run starts, so the runs needing none train meanwhile."""
     if not runs:
         return {}
     assert len({run.name for run in runs}) == len(runs), "run names must be unique within a group"
@@ -259,6 +306,13 @@ class _Inbox:
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, dict[str, Any] | None, str | None]] = []
+        self.started: set[str] = set()
+
+    def start(self, name: str) -> None:
+        self.started.add(name)
+
+    def started_runs(self) -> set[str]:
+        return set(self.started)
 
     def put(self, name: str, metrics: dict[str, Any] | None, error: str | None) -> None:
         self.messages.append((name, metrics, error))
@@ -276,6 +330,11 @@ def open_inbox() -> Any:
 def drain_inbox(inbox: Any) -> list[tuple[str, dict[str, Any] | None, str | None]]:
     """Every message handed in since the last drain, in the order they came."""
     return ray.get(inbox.drain.remote())
+
+
+def started_runs(inbox: Any) -> set[str]:
+    """The runs that any group told the inbox it started (whether or not they finished since)."""
+    return ray.get(inbox.started_runs.remote())
 
 
 def submit_final_group(runs: list[GroupRun], **kwargs: Any) -> Any:

@@ -19,6 +19,7 @@ from rich.markup import escape
 from harness import cluster
 from harness.claims import continuing_cells, dataset_classes, declared_claims
 from harness.data.shared import SharedSplits
+from harness.final_costs import expected_cost
 from harness.jobs import RunSpec
 from harness.objective import TunedConfig, TuningObjective, metrics_for, select
 from harness.plan import Cell, FinalJob, Study, plan_suite
@@ -32,7 +33,7 @@ from harness.row_builders import (
     trial_row_prefix,
 )
 from harness.rows import now
-from harness.scheduling import group_jobs
+from harness.scheduling import balanced_groups
 from harness.storage import Storage, resolve_storage
 from harness.store import ResultStore
 from harness.suite import Suite
@@ -147,8 +148,8 @@ class SuiteRunner:
 
     def final_all(self, best: Mapping[str, Params], jobs: Sequence[FinalJob] | None = None) -> None:
         """Retrain every cell's frozen config for every seed (or only `jobs`: one look of a sequential final
-        phase), in groups that each pay the worker group's start once (`harness.scheduling.group_jobs`),
-        storing each row as it lands."""
+        phase), in one group per slot, balanced by expected cost, each paying the worker group's start once
+        (`harness.scheduling.balanced_groups`), storing each row as it lands."""
         from harness.final_groups import FinalGroups
         from harness.final_runs import GroupRun, Workers
 
@@ -158,11 +159,11 @@ class SuiteRunner:
         workers = Workers(final.workers, final.cpus_per_worker, final.worker_gpus)
         slots = self.cluster.slots(workers.count * workers.cpus, workers.count * workers.gpus)
         queue, twins = self._due_final_jobs(jobs, best)
-        # teachers train while the first runs do; the costliest runs start first so the tail is short,
-        # and distillation runs go last, when their teachers are ready
+        # teachers train while the first runs do; a group trains a distillation run once its teacher is
+        # ready (`harness.final_runs`), its other runs meanwhile
         teachers = {(job.cell.benchmark.name, job.seed): self.teachers.source(job.cell.benchmark, "final", job.seed)
                     for job in queue if job.cell.needs_teacher}
-        queue.sort(key=lambda job: (job.cell.needs_teacher, -job.cell.method_info.cost_factor))
+        queue.sort(key=lambda job: job.cell.needs_teacher)  # equal costs: runs needing no teacher first
 
         def run_for(job: FinalJob) -> GroupRun:
             params = best[job.study_key]
@@ -182,7 +183,10 @@ class SuiteRunner:
 
         groups = FinalGroups(run_for, land, storage=self.scratch.child("ray_train"), workers=workers,
                              checkpoint_every=final.checkpoint_every, max_failures=final.max_failures)
-        groups.run(group_jobs(queue, slots, key=lambda job: job.cell.key), slots)
+        def cost(job: FinalJob) -> float:
+            return expected_cost(job, lambda dataset: self.shared.share(dataset, "train").examples)
+
+        groups.run(balanced_groups(queue, slots, cost), slots)
         self.teachers.settle()
 
     def _due_final_jobs(self, jobs: Sequence[FinalJob],

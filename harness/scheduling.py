@@ -1,23 +1,24 @@
 """Runs Ray tasks at most `slots` at a time, handling each as it finishes (first done, first handled).
 
-The suite's final runs go through here, in groups (`group_jobs`): one group is one Ray Train fit that
+The suite's final runs go through here, in groups (`balanced_groups`): one group is one Ray Train fit that
 trains its runs one after another, so the worker group's start (about 10 s of Ray Train's fixed cost)
 is paid once per group rather than once per run. The cluster holds `slots` groups at once, so none
 waits in Ray's queue holding nothing, and `poll` lets the caller store each run's row the moment it
 lands, not when its whole group has.
 
-How runs are grouped: runs of one key (the suite's cell: the same benchmark and method, so the same
-cost per run and the same need for a teacher) share a group, in the order given. When there are fewer
-keys than slots, each key's runs are split into near-equal groups so that every slot has one (for
-example 1 cell x 5 seeds on 2 slots: groups of 3 and 2); otherwise a key is one group, and the slots
-take the groups in the order given (the caller puts the costliest first, so the tail is short).
+How runs are grouped: one group per slot (fewer when there are fewer runs), whatever their cell, since
+every final run of a suite asks for the same workers (`final.workers` x `final.cpus_per_worker`), so
+runs of different benchmarks, methods and seeds share a fit as well as seeds of one cell do. The groups
+are balanced by each run's expected cost (`harness.final_costs`) with longest-processing-time-first:
+the costliest run goes to the group with the least cost so far, then the next, so the slots finish
+close together. Inside a group, `next_in_group` picks the run to train next: the interrupted one, else
+the first whose teacher is ready, so a slot never idles on a teacher while another of its runs could train.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from harness.rows import now
@@ -26,25 +27,27 @@ Job = TypeVar("Job")
 POLL_EVERY_S = 0.5  # how often `run_in_slots` calls `poll` while jobs run: rows land within this
 
 
-def group_jobs(jobs: Sequence[Job], slots: int, key: Callable[[Job], Hashable]) -> list[tuple[Job, ...]]:
-    """`jobs` in groups of one `key` each (order kept), split so that there are at least `slots` groups
-    where the jobs allow it; see the module docstring for why."""
-    buckets: dict[Hashable, list[Job]] = {}
-    for job in jobs:
-        buckets.setdefault(key(job), []).append(job)
-    if not buckets:
-        return []
-    pieces = max(1, math.ceil(max(1, slots) / len(buckets)))
-    groups: list[tuple[Job, ...]] = []
-    for bucket in buckets.values():
-        count = min(pieces, len(bucket))
-        size, extra = divmod(len(bucket), count)
-        start = 0
-        for index in range(count):  # the first `extra` groups take one more run
-            end = start + size + (1 if index < extra else 0)
-            groups.append(tuple(bucket[start:end]))
-            start = end
-    return groups
+def balanced_groups(jobs: Sequence[Job], slots: int, cost: Callable[[Job], float]) -> list[tuple[Job, ...]]:
+    """`jobs` in at most `slots` groups of near-equal total `cost` (longest processing time first: each
+    job, costliest first and ties in the order given, joins the group with the least cost so far, the
+    first such group on a tie); inside a group the jobs keep that order, costliest first."""
+    ordered = sorted(jobs, key=lambda job: -cost(job))  # stable: equal costs keep the order given
+    groups: list[list[Job]] = [[] for _ in range(min(max(1, slots), len(ordered)))]
+    totals = [0.0] * len(groups)
+    for job in ordered:
+        lightest = totals.index(min(totals))
+        groups[lightest].append(job)
+        totals[lightest] += cost(job)
+    return [tuple(group) for group in groups]
+
+
+def next_in_group(pending: Sequence[str], current: str | None, ready: Callable[[str], bool]) -> str | None:
+    """Which of a group's `pending` runs (by name, in the group's order) trains next: `current` (the run a
+    restarted worker group was interrupted in) if pending, else the first that is `ready` (its teacher's
+    weights are at hand, or it needs none); None when every pending run still waits for its teacher."""
+    if current is not None and current in pending:
+        return current
+    return next((name for name in pending if ready(name)), None)
 
 
 def run_in_slots(jobs: Sequence[Job], slots: int, submit: Callable[[Job], Any],

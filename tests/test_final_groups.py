@@ -76,8 +76,8 @@ def test_a_group_trains_each_run_as_its_own_fit_and_resumes_a_killed_run_alone(
 
 
 def test_a_seed_that_raises_fails_alone_and_the_seeds_grouped_after_it_still_run(tmp_path: Path) -> None:
-    """One cell on 2 slots: seeds [1, 0] are one group and [2] another; seed 1 raises at step 40 (of 88),
-    so its group stops there, and seed 0 trains as a new group."""
+    """One cell on 2 slots: seeds [1, 2] are one group and [0] another (equal costs dealt round the slots);
+    seed 1 raises at step 40 (of 88), so its group stops there, and seed 2 trains as a new group."""
     overrides = ("methods=[{name: fails_at_step, label: flaky, config: {step: 40, seed: 1}}]", "tuning.trials=1",
                  "final.seeds=[1, 0, 2]", "final.max_failures=0")
     env = {**os.environ, "HARNESS_PLUGINS": "tests.failing_plugin",
@@ -96,4 +96,68 @@ def test_a_seed_that_raises_fails_alone_and_the_seeds_grouped_after_it_still_run
     assert final.loc[0, "status"] == "ok" and final.loc[2, "status"] == "ok"
     assert final.loc[0, "train/steps"] == final.loc[2, "train/steps"] == 88
     fits = sorted(path.name for path in (tmp_path / suite.name / suite.hash / "ray_train").iterdir() if path.is_dir())
-    assert sum(name.endswith("-group2") for name in fits) == 1 and len(fits) == 3, fits  # [1, 0], [2], then [0]
+    assert sum(name.endswith("-group2") for name in fits) == 1 and len(fits) == 3, fits  # [1, 2], [0], then [2]
+
+
+def test_a_run_waiting_for_its_teacher_lets_its_group_mates_train_first(tmp_path: Path) -> None:
+    """A group [kd-s0, kd-s1, erm-s0]: kd-s0's teacher is held until erm-s0 has landed, kd-s1's fails. The
+    group trains erm-s0 first (a slot never idles on a teacher while another run could train), fails
+    kd-s1 alone with its teacher's error, and trains kd-s0 once its teacher's weights are ready."""
+    import io
+    import time
+
+    import ray
+    import torch
+
+    from harness import cluster
+    from harness.data.access import dataset_info
+    from harness.final_runs import GroupRun, Workers, drain_inbox, open_inbox, submit_final_group
+    from harness.jobs import RunSpec, build_for
+    from harness.storage import local_storage
+
+    suite = load_suite(SMOKE, ["methods=[{name: erm}, {name: kd}]"])
+    bench, (erm, kd) = suite.benchmarks[0], suite.methods
+    assert bench.teacher is not None
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.save(build_for(bench, dataset_info(bench.dataset), bench.teacher.model).state_dict(), buffer)
+    release = tmp_path / "release"
+
+    def held_teacher(weights: bytes) -> bytes:  # defined here so Ray pickles it by value, not by module
+        """A teacher still training: its weights come once `release` exists (or after 40 s, so a group
+        that waits for it at its start still ends, in the wrong order, instead of hanging the test)."""
+        deadline = time.monotonic() + 40
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return weights
+
+    def broken_teacher() -> bytes:
+        raise RuntimeError("injected teacher failure")
+
+    def spec(method: Any) -> RunSpec:
+        return RunSpec(benchmark=bench, method=method, seed=0, metrics=("accuracy",))
+
+    cluster.connect(num_cpus=2)
+    try:
+        held = ray.remote(num_cpus=0)(held_teacher).remote(buffer.getvalue())
+        broken = ray.remote(num_cpus=0, max_retries=0)(broken_teacher).remote()
+        runs = [GroupRun("kd-s0", spec(kd), held), GroupRun("kd-s1", spec(kd), broken), GroupRun("erm-s0", spec(erm))]
+        inbox = open_inbox()
+        ref = submit_final_group(runs, storage=local_storage(tmp_path / "scratch"), name="group", workers=Workers(),
+                                 inbox=inbox)
+        messages: list[tuple[str, Any, Any]] = []
+        while not ray.wait([ref], timeout=0.2)[0]:
+            messages += drain_inbox(inbox)
+            if any(name == "erm-s0" for name, _, _ in messages):
+                release.touch()
+        finished = ray.get(ref)
+        messages += drain_inbox(inbox)
+    finally:
+        cluster.shutdown()
+    order = [name for name, _, _ in messages]
+    assert sorted(order) == ["erm-s0", "kd-s0", "kd-s1"], order  # each run reached the driver once
+    assert order.index("erm-s0") < order.index("kd-s0"), messages
+    errors = {name: error for name, _, error in messages}
+    assert errors["erm-s0"] is None and errors["kd-s0"] is None
+    assert "injected teacher failure" in errors["kd-s1"]
+    assert set(finished) == {"erm-s0", "kd-s0"} and finished["kd-s0"]["train/steps"] == finished["erm-s0"]["train/steps"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness.scheduling import group_jobs, run_in_slots
+from harness.scheduling import balanced_groups, next_in_group, run_in_slots
 
 
 class Refs:
@@ -66,21 +66,36 @@ def test_a_finished_jobs_leftover_work_runs_next_and_poll_runs_before_each_handl
                       "submit c", "poll", "done c"]
 
 
-def cell(job: str) -> str:
-    return job.split("/")[0]
+COSTS = {"kd": 1.3, "pgd": 3.0}  # a job "method/seed" costs its method's factor, 1 when it has none
+
+
+def cost(job: str) -> float:
+    return COSTS.get(job.split("/")[0], 1.0)
 
 
 @pytest.mark.parametrize(("jobs", "slots", "expected"), [
-    # fewer cells than slots: a cell's seeds split into near-equal groups, one per slot
-    (["x/0", "x/1", "x/2", "x/3", "x/4"], 2, [("x/0", "x/1", "x/2"), ("x/3", "x/4")]),
-    (["x/0", "x/1", "y/0", "y/1"], 4, [("x/0",), ("x/1",), ("y/0",), ("y/1",)]),
-    # at least as many cells as slots: one group per cell, in the order given (not the cells' order of names)
-    (["y/0", "x/0", "y/1", "x/1", "z/0"], 2, [("y/0", "y/1"), ("x/0", "x/1"), ("z/0",)]),
+    # one group per slot, whatever the cell: smoke's 4 methods x 2 seeds on 2 slots is 2 fits, not 4
+    (["erm/0", "erm/1", "ls/0", "ls/1", "kd/0", "kd/1", "pgd/0", "pgd/1"], 2,
+     [("pgd/0", "kd/0", "erm/0", "ls/0"), ("pgd/1", "kd/1", "erm/1", "ls/1")]),
+    # longest first, each to the lightest group: 3 + 1.3 against 3 + 1 + 1
+    (["erm/0", "pgd/0", "kd/0", "erm/1", "pgd/1"], 2, [("pgd/0", "kd/0"), ("pgd/1", "erm/0", "erm/1")]),
+    # equal costs: the order given, dealt round the slots
+    (["x/1", "x/0", "x/2"], 2, [("x/1", "x/2"), ("x/0",)]),
+    (["x/0", "x/1"], 4, [("x/0",), ("x/1",)]),  # fewer runs than slots: one run a group
     (["x/0", "x/1"], 1, [("x/0", "x/1")]),
     ([], 3, []),
 ])
-def test_runs_of_a_cell_share_a_group_split_so_every_slot_has_one(jobs: list[str], slots: int,
-                                                                   expected: list[tuple[str, ...]]) -> None:
-    groups = group_jobs(jobs, slots, key=cell)
+def test_groups_mix_cells_one_per_slot_balanced_longest_first(jobs: list[str], slots: int,
+                                                               expected: list[tuple[str, ...]]) -> None:
+    groups = balanced_groups(jobs, slots, cost)
     assert groups == expected
     assert sorted(job for group in groups for job in group) == sorted(jobs)  # every job once
+
+
+def test_the_next_run_of_a_group_is_the_interrupted_one_else_the_first_whose_teacher_is_ready() -> None:
+    ready = {"erm": True, "kd-s0": False, "kd-s1": True}.__getitem__
+    assert next_in_group(["kd-s0", "erm"], None, ready) == "erm"  # kd-s0's teacher still trains
+    assert next_in_group(["kd-s0", "kd-s1", "erm"], None, ready) == "kd-s1"
+    assert next_in_group(["kd-s0", "erm"], "kd-s0", ready) == "kd-s0"  # a restart resumes its run first
+    assert next_in_group(["erm"], "kd-s0", ready) == "erm"  # the interrupted run is no longer pending
+    assert next_in_group(["kd-s0"], None, ready) is None  # nothing can train: wait for a teacher

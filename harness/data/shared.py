@@ -43,6 +43,7 @@ class SharedSplit:
     split: str
     ref: Any  # a ray.ObjectRef of the (images, labels) numpy arrays
     digest: str
+    examples: int = 0  # how many: what the final phase's groups are balanced by (`harness.final_costs`)
 
     @property
     def holds(self) -> str:
@@ -106,7 +107,8 @@ class SharedSplits:
 
             arrays = DATASETS.get(dataset).load(split)  # sealed-wrapped; the driver is never sealed
             images, labels = arrays.images.contiguous().numpy(), arrays.labels.contiguous().numpy()
-            self._shared[key] = SharedSplit(dataset, split, ray.put((images, labels)), split_digest(images, labels))
+            self._shared[key] = SharedSplit(dataset, split, ray.put((images, labels)), split_digest(images, labels),
+                                           examples=len(labels))
         return self._shared[key]
 
     def tuning(self, dataset: str) -> SplitHandles | None:
