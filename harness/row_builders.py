@@ -15,7 +15,7 @@ from harness.objective import TunedConfig
 from harness.plan import study_key
 from harness.provenance import git_commit, hardware, library_versions
 from harness.rows import FinalRow, TeacherRow, TrialRow, now
-from harness.sequential import SequentialSeeds, look_of
+from harness.seed_plan import SequentialSeeds, look_of
 from harness.suite import stable_hash
 
 if TYPE_CHECKING:

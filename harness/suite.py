@@ -48,7 +48,7 @@ from harness.protocols import (
 )
 from harness.schema import Strict
 from harness.search_space import Dimension, parse_dimension
-from harness.sequential import SequentialSeeds
+from harness.seed_plan import SequentialSeeds
 from harness.train_settings import Budget, TrainSpec
 
 
