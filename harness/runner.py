@@ -160,7 +160,9 @@ class SuiteRunner:
         slots = self.cluster.slots(workers.count * workers.cpus, workers.count * workers.gpus)
         queue, twins = self._due_final_jobs(jobs, best)
         # teachers train while the first runs do; a group trains a distillation run once its teacher is
-        # ready (`harness.final_runs`), its other runs meanwhile
+        # ready (`harness.final_runs`), its other runs meanwhile. The teachers' tasks are submitted before
+        # any group, on a cluster the tuning phase left idle, so they hold their CPUs first: a group that
+        # waits for a teacher holding its slot waits for a task that is training, not one queued behind it
         teachers = {(job.cell.benchmark.name, job.seed): self.teachers.source(job.cell.benchmark, "final", job.seed)
                     for job in queue if job.cell.needs_teacher}
         queue.sort(key=lambda job: job.cell.needs_teacher)  # equal costs: runs needing no teacher first
