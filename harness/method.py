@@ -37,6 +37,9 @@ def _no_model_builder(name: str | None = None) -> nn.Module:
                        "a test building a context by hand passes build_model=...")
 
 
+PLAIN_BASELINE = "erm"  # the plain recipe: every claim's default baseline, and what `reference_accuracy` is about
+
+
 @dataclass(frozen=True)
 class Claim:
     """What the paper says the method buys, in a form the harness can check against a tuned baseline.
@@ -54,7 +57,7 @@ class Claim:
     metric: str = "test/accuracy"               # the result-row column the claim is about
     kind: Literal["better", "no_worse"] = "better"
     margin: float = 0.0                         # for no_worse: the largest loss still in line with the claim
-    baseline: str = "erm"                       # the registered method the claim is measured against
+    baseline: str = PLAIN_BASELINE              # the registered method the claim is measured against
     preconditions: tuple[Precondition, ...] = ()  # what the claim needs of the run (`harness.preconditions`)
 
 

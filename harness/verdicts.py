@@ -216,13 +216,14 @@ def judge_suite(
                   adjusted_p=q, show=c.show) for c, q in zip(claims, adjusted, strict=True)]
 
 
-def baseline_adequacy(baseline_mean: float, reference: float | None, tolerance: float = 0.02) -> Gate:
-    """The baseline reaches the reference accuracy the benchmark declares, less `tolerance` (absent: not
-    checked, so the verdict does not claim the baseline was adequate)."""
+def baseline_adequacy(baseline_mean: float, reference: float | None, tolerance: float = 0.02,
+                      baseline: str = "baseline") -> Gate:
+    """The baseline (named `baseline` in the detail) reaches the reference accuracy the benchmark declares,
+    less `tolerance` (absent: not checked, so the verdict does not claim the baseline was adequate)."""
     if reference is None:
         return Gate("baseline adequate", True, "the benchmark declares no reference_accuracy", checked=False)
     ok = math.isfinite(baseline_mean) and baseline_mean >= reference - tolerance
-    return Gate("baseline adequate", ok, f"baseline {baseline_mean:.4g} vs reference {reference:.4g}")
+    return Gate("baseline adequate", ok, f"{baseline} {baseline_mean:.4g} vs reference {reference:.4g}")
 
 
 def tuning_health(trial_scores: Sequence[float], chance: float, margin: float = 0.02) -> Gate:

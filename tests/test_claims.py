@@ -86,6 +86,22 @@ def test_a_baseline_below_the_declared_reference_accuracy_leaves_the_claim_not_t
     assert next(r for r in judge_claims(rows, SUITE, CLAIMS, {"ten": 10}) if r.method == "up").verdict == "supported"
 
 
+def test_the_reference_accuracy_is_held_to_erm_even_when_a_claim_names_a_robust_baseline() -> None:
+    """xat is judged against pgd_at, whose clean accuracy is low by design: the reference is erm's to reach."""
+    rows = pd.DataFrame(final_rows({"erm": (0.4, 0.41, 0.39), "down": (0.2, 0.21, 0.19), "up": (0.22, 0.23, 0.22)}))
+    suite = {**SUITE, "benchmarks": [{**SUITE["benchmarks"][0], "reference_accuracy": 0.91}]}
+    claims = {"up": Claim("beats the robust baseline", baseline="down")}
+    record = judge_claims(rows, suite, claims, {"ten": 10})[0]
+    gate = next(g for g in record.gates if g.name == "baseline adequate")
+    assert gate.passed and gate.checked and gate.detail == "erm 0.9 vs reference 0.91"
+    assert record.verdict == "supported"
+    weak = rows.assign(**{"test/accuracy": rows["test/accuracy"].where(rows["method"] != "erm", 0.5)})
+    assert "baseline adequate" in judge_claims(weak, suite, claims, {"ten": 10})[0].reason  # erm at 50% fails it
+    no_erm = rows[rows["method"] != "erm"]
+    unchecked = next(g for g in judge_claims(no_erm, suite, claims, {"ten": 10})[0].gates if g.name == "baseline adequate")
+    assert not unchecked.checked and "runs no erm" in unchecked.detail
+
+
 def test_an_undeclared_reference_is_shown_as_not_checked_never_as_passed() -> None:
     from dashboards.claims import gates_cell
 
