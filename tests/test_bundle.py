@@ -24,7 +24,7 @@ from harness.store import RESULTS_FILE, ResultStore, read_results
 from harness.suite import load_suite, suite_as_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / "docs" / "leaderboard" / "abstention" / "2ce0a703df3b7a07"
+RUN = ROOT / "docs" / "leaderboard" / "label_noise" / "d679d91e4b17bd35"
 
 
 def store_rows(run) -> pd.DataFrame:
@@ -48,7 +48,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_bundle_gives_the_rows_its_run_directory_gives(bundle: Path) -> None:
-    assert bundle.name == f"abstention-{RUN.name}{SUFFIX}"
+    assert bundle.name == f"label_noise-{RUN.name}{SUFFIX}"
     from_bundle = load_sources([bundle]).run(RUN.name)
     from_store = load_sources([RUN]).run(RUN.name)
     pd.testing.assert_frame_equal(store_rows(from_bundle), store_rows(from_store))
@@ -73,7 +73,7 @@ def test_the_manifest_holds_every_members_sha256_and_the_format_version(bundle: 
     assert manifest["format_version"] == 1 and manifest["suite_hash"] == RUN.name and manifest["rows"] == 12
     assert {name: entry["sha256"] for name, entry in manifest["members"].items()} == {
         name: hashlib.sha256(data).hexdigest() for name, data in members.items() if name != MANIFEST}
-    splits = json.loads(members["splits.json"])["benchmarks"]["fashion_mnist"]
+    splits = json.loads(members["splits.json"])["benchmarks"]["fashion_mnist_noisy40"]
     assert splits["tuning"]["holdout"]["tune_val_size"] == 1000 and splits["final"]["split_seed"] == 0
     assert splits["splits_read"] == {"final": {"test,train": 6}, "tune": {"tune_train,tune_val": 6}}
     versions = json.loads(members["environment.json"])["library_versions"]
@@ -157,7 +157,7 @@ def test_the_cli_bundles_checks_and_refuses_what_is_not_a_run(tmp_path: Path,
     out = tmp_path / f"run{SUFFIX}"
     assert main([str(RUN), "-o", str(out)]) == 0 and capsys.readouterr().out.strip() == str(out)
     assert main(["--check", str(out)]) == 0
-    assert "suite abstention (2ce0a703df3b7a07), 12 rows" in capsys.readouterr().out
+    assert "suite label_noise (d679d91e4b17bd35), 12 rows" in capsys.readouterr().out
     assert main([str(tmp_path)]) == 2
     assert f"{tmp_path} is not a run directory" in capsys.readouterr().err
 
@@ -168,7 +168,7 @@ def test_rows_of_another_suite_hash_are_not_bundled(tmp_path: Path, capsys: pyte
     rows.loc[0, "suite_hash"] = "feedfacefeedface"
     rows.to_parquet(copy / RESULTS_FILE, index=False)
     assert main([str(copy), "-o", str(tmp_path / "x.tar.gz")]) == 2
-    assert "but the rows carry 2ce0a703df3b7a07, feedfacefeedface" in capsys.readouterr().err
+    assert "but the rows carry d679d91e4b17bd35, feedfacefeedface" in capsys.readouterr().err
     assert not (tmp_path / "x.tar.gz").exists()
 
 

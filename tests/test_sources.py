@@ -5,6 +5,7 @@ Uses the published runs of docs/leaderboard (read, never written) and copies of 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from harness.store import RESULTS_FILE, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "docs" / "leaderboard"
-RUN = PUBLISHED / "abstention" / "2ce0a703df3b7a07"
+RUN = PUBLISHED / "label_noise" / "d679d91e4b17bd35"
 
 
 def store_rows(run) -> pd.DataFrame:
@@ -44,7 +45,8 @@ def test_every_published_run_loads_with_its_rows() -> None:
         assert run.run_dir is not None and run.suite_name == run.suite["name"] == run.run_dir.parent.name
         pd.testing.assert_frame_equal(store_rows(run), read_results(run.run_dir))
         assert not run.rows["provenance_differs"].any() and not run.rows["duplicate_row_id"].any()
-        assert run.code_versions == ("unknown",)
+        assert len(run.code_versions) == 1  # one run, one code version: a commit (runs before 2026-12-07: unknown)
+        assert re.fullmatch(r"unknown|[0-9a-f]{40}(\+dirty)?", run.code_versions[0]), run.code_versions
 
 
 def test_a_run_given_twice_merges_to_its_rows_once(tmp_path: Path) -> None:
@@ -79,7 +81,7 @@ def test_two_hashes_of_one_suite_stay_two_runs(tmp_path: Path) -> None:
     rewrite_rows(other, lambda rows: rows.__setitem__("suite_hash", "feedfacefeedface"))
     data = load_sources([RUN, other])
     assert [(run.suite_name, run.suite_hash) for run in data.runs] == [
-        ("abstention", RUN.name), ("abstention", "feedfacefeedface")]
+        ("label_noise", RUN.name), ("label_noise", "feedfacefeedface")]
 
 
 def test_row_digest_ignores_nulls_and_integral_float_dtypes() -> None:
