@@ -172,9 +172,21 @@ def judge(
         return Judgement("not supported", f"TOST: the difference lies within +-{show(margin)}", p, mde, n, None)
     needed = margin if kind == "better" and margin > 0 else abs(float(data.mean()) - bar)
     resolve = n_to_resolve(sd, needed, alpha=alpha, power=power)
-    reason = f"MDE {show(mde)} at n = {n}; " + (f"n = {resolve} would resolve {show(needed)}" if resolve
-                                              else "no affordable n resolves it")
-    return Judgement("inconclusive", reason, p, mde, n, resolve)
+    return Judgement("inconclusive", inconclusive_reason(mde, n, needed, resolve, power, show), p, mde, n, resolve)
+
+
+def inconclusive_reason(mde: float, n: int, needed: float, resolve: int | None, power: float,
+                        show: Callable[[float], str] = plain_number) -> str:
+    """Why an inconclusive verdict is one, and what more pairs would buy. The MDE is a power statement: at
+    n >= `resolve` an effect of `needed` is found with probability `power`, so an inconclusive verdict can
+    already be at that n (the other 1 - power); saying "n = 3 would resolve it" at n = 3 would then be false."""
+    head = f"MDE {show(mde)} at n = {n}; "
+    if resolve is None:
+        return head + "no affordable n resolves it"
+    if resolve > n:
+        return head + f"n = {resolve} would resolve {show(needed)}"
+    return head + (f"this n already detects {show(needed)} {power:.0%} of the time and did not this time: "
+                   "the effect is likely smaller; more pairs would settle it")
 
 
 def holm_adjusted(p_values: Sequence[float]) -> list[float]:

@@ -12,6 +12,7 @@ from harness.verdicts import (
     Gate,
     baseline_adequacy,
     holm_adjusted,
+    inconclusive_reason,
     judge,
     judge_suite,
     minimum_detectable_effect,
@@ -136,3 +137,22 @@ def test_the_skew_corrected_test_keeps_normal_nulls_at_alpha_and_cuts_the_left_s
     effect = rng.normal(1.0, 1.0, (NULL_DRAWS, n))
     power = float((skew_corrected_p(effect, 0.0) <= 0.05).mean())
     assert power == pytest.approx(POWER_AT_ONE_SD[n], abs=0.015) and power < float((plain_t_p(effect) <= 0.05).mean())
+
+
+def test_an_inconclusive_verdict_already_at_its_resolving_n_does_not_ask_for_that_n() -> None:
+    """At 80% power a true effect the size of the MDE is missed one time in five: the reason must then say
+    this n is already powered for it, never "n = 3 would resolve" at n = 3."""
+    already = inconclusive_reason(0.5, 3, 1.0, 3, 0.8)
+    assert "would resolve" not in already and "already detects 1 80% of the time" in already
+    assert inconclusive_reason(2.0, 3, 1.0, 7, 0.8).endswith("n = 7 would resolve 1")
+    assert inconclusive_reason(2.0, 3, 1.0, None, 0.8).endswith("no affordable n resolves it")
+    # and judge() says so on data whose MDE is below the needed margin but whose test did not decide
+    rng = np.random.default_rng(4)
+    for _ in range(400):
+        data = rng.normal(0.6, 0.3, 4)
+        judged = judge(data, kind="better", margin=1.0)
+        if judged.verdict == "inconclusive" and judged.n_to_resolve is not None and judged.n_to_resolve <= 4:
+            assert "would resolve" not in judged.reason and "already detects" in judged.reason
+            break
+    else:
+        raise AssertionError("no inconclusive verdict already at its resolving n in 400 draws")

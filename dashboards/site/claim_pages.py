@@ -56,6 +56,8 @@ def evidence_rows(verdict: ClaimVerdict, context: SiteContext) -> list[tuple[str
         resolve = f"not needed: the verdict is {verdict.verdict}"
     else:
         resolve = str(verdict.n_to_resolve) if verdict.n_to_resolve else "none affordable (beyond 1000 pairs)"
+        if verdict.n_to_resolve and verdict.n_to_resolve <= verdict.seeds * verdict.studies:
+            resolve = f"{verdict.n_to_resolve}, already reached: more pairs would settle it (see the verdict)"
     return [
         ("verdict", f"{verdict_html(verdict.verdict)} {esc(verdict.reason)}"),
         ("method mean [95% CI]", esc(f"{number(metric, verdict.mean)} {interval(metric, *verdict.ci)}")),
