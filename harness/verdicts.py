@@ -172,7 +172,12 @@ def judge(
         return Judgement("not supported", f"TOST: the difference lies within +-{show(margin)}", p, mde, n, None)
     needed = margin if kind == "better" and margin > 0 else abs(float(data.mean()) - bar)
     resolve = n_to_resolve(sd, needed, alpha=alpha, power=power)
-    return Judgement("inconclusive", inconclusive_reason(mde, n, needed, resolve, power, show), p, mde, n, resolve)
+    if adjusted_p is not None and p <= alpha:  # the MDE is one claim's: Holm across the suite asks more
+        reason = (f"p = {p:.3g} alone, {adjusted_p:.3g} after Holm across the suite's claims, above {alpha:.3g}; "
+                  f"MDE {show(mde)} at n = {n}: more pairs would lower p")
+    else:
+        reason = inconclusive_reason(mde, n, needed, resolve, power, show)
+    return Judgement("inconclusive", reason, p, mde, n, resolve)
 
 
 def inconclusive_reason(mde: float, n: int, needed: float, resolve: int | None, power: float,
@@ -185,8 +190,7 @@ def inconclusive_reason(mde: float, n: int, needed: float, resolve: int | None, 
         return head + "no affordable n resolves it"
     if resolve > n:
         return head + f"n = {resolve} would resolve {show(needed)}"
-    return head + (f"this n already detects {show(needed)} {power:.0%} of the time and did not this time: "
-                   "the effect is likely smaller; more pairs would settle it")
+    return head + f"this n already has {power:.0%} power for {show(needed)}, yet the test did not decide: more pairs would settle it"
 
 
 def holm_adjusted(p_values: Sequence[float]) -> list[float]:

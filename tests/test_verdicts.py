@@ -143,7 +143,7 @@ def test_an_inconclusive_verdict_already_at_its_resolving_n_does_not_ask_for_tha
     """At 80% power a true effect the size of the MDE is missed one time in five: the reason must then say
     this n is already powered for it, never "n = 3 would resolve" at n = 3."""
     already = inconclusive_reason(0.5, 3, 1.0, 3, 0.8)
-    assert "would resolve" not in already and "already detects 1 80% of the time" in already
+    assert "would resolve" not in already and "already has 80% power for 1, yet" in already
     assert inconclusive_reason(2.0, 3, 1.0, 7, 0.8).endswith("n = 7 would resolve 1")
     assert inconclusive_reason(2.0, 3, 1.0, None, 0.8).endswith("no affordable n resolves it")
     # and judge() says so on data whose MDE is below the needed margin but whose test did not decide
@@ -152,7 +152,16 @@ def test_an_inconclusive_verdict_already_at_its_resolving_n_does_not_ask_for_tha
         data = rng.normal(0.6, 0.3, 4)
         judged = judge(data, kind="better", margin=1.0)
         if judged.verdict == "inconclusive" and judged.n_to_resolve is not None and judged.n_to_resolve <= 4:
-            assert "would resolve" not in judged.reason and "already detects" in judged.reason
+            assert "would resolve" not in judged.reason and "already has 80% power" in judged.reason
             break
     else:
         raise AssertionError("no inconclusive verdict already at its resolving n in 400 draws")
+
+
+def test_an_inconclusive_verdict_that_only_holm_withheld_says_so() -> None:
+    data = [0.03, 0.05, 0.04, 0.06]
+    alone = judge(data, kind="better", margin=0.0)
+    assert alone.verdict == "supported"
+    held = judge(data, kind="better", margin=0.0, adjusted_p=0.2)
+    assert held.verdict == "inconclusive" and held.reason.startswith(f"p = {alone.p_value:.3g} alone, 0.2 after Holm")
+    assert held.reason.endswith("more pairs would lower p")
