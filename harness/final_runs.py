@@ -295,6 +295,8 @@ def fit_final_group(runs: list[GroupRun], *, storage: Storage, name: str, worker
     run_config = RunConfig(name=name, failure_config=FailureConfig(max_failures=max_failures * len(runs)),
                            checkpoint_config=CheckpointConfig(num_to_keep=2), **storage.ray_storage())
     result = trainer(_group_train_loop, config, workers or Workers(), run_config).fit()
+    if result.error is not None:  # the run it stopped in fails; the driver restarts the group's others
+        raise result.error
     if result.checkpoint is None:
         raise RuntimeError(f"final group {name} finished without reporting metrics")
     with result.checkpoint.as_directory() as directory:

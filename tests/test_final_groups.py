@@ -161,3 +161,21 @@ def test_a_run_waiting_for_its_teacher_lets_its_group_mates_train_first(tmp_path
     assert errors["erm-s0"] is None and errors["kd-s0"] is None
     assert "injected teacher failure" in errors["kd-s1"]
     assert set(finished) == {"erm-s0", "kd-s0"} and finished["kd-s0"]["train/steps"] == finished["erm-s0"]["train/steps"]
+
+
+def test_a_group_whose_fit_returns_an_error_raises_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fit that returns (not raises) an error must not read as a group whose runs all finished: the
+    driver needs the error to fail the run it stopped in and restart the others."""
+    from types import SimpleNamespace
+
+    from harness import final_runs
+    from harness.final_runs import GroupRun, fit_final_group
+    from harness.storage import local_storage
+
+    class Broken(RuntimeError):
+        pass
+
+    fit = SimpleNamespace(fit=lambda: SimpleNamespace(error=Broken("worker lost"), checkpoint=None))
+    monkeypatch.setattr(final_runs, "trainer", lambda *args, **kwargs: fit)
+    with pytest.raises(Broken, match="worker lost"):
+        fit_final_group([GroupRun("a", None)], storage=local_storage(tmp_path), name="group")  # type: ignore[arg-type]
