@@ -79,9 +79,11 @@ def command(row: ClaimVerdict, root: Path) -> str:
 
 
 def _verdict_cell(row: ClaimVerdict) -> str:
-    chance = f"; {row.at_chance} of {row.seeds} seeds at chance" if row.at_chance else ""
+    # a run is one (study, seed): with repeats, each study's config is retrained for every seed
+    runs = f"{row.seeds * row.studies} runs" if row.studies > 1 else f"{row.seeds} seeds"
+    chance = f"; {row.at_chance} of {runs} at chance" if row.at_chance else ""
     if row.baseline_at_chance:
-        chance += f"; {row.claim.baseline}: {row.baseline_at_chance} of {row.seeds} seeds at chance"
+        chance += f"; {row.claim.baseline}: {row.baseline_at_chance} of {runs} at chance"
     reason = f" ({row.reason})" if row.reason else ""
     return f"**{row.verdict}**{reason}{chance}"
 

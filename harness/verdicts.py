@@ -255,7 +255,7 @@ def tuning_health(trial_scores: Sequence[float], chance: float, margin: float = 
 def no_seed_at_chance(method_at_chance: int, baseline_at_chance: int) -> Gate:
     """No seed of either side ended at chance (a collapsed run is no evidence for or against the claim)."""
     ok = method_at_chance == 0 and baseline_at_chance == 0
-    return Gate("no seed at chance", ok, f"method {method_at_chance}, baseline {baseline_at_chance} seeds at chance")
+    return Gate("no seed at chance", ok, f"method {method_at_chance}, baseline {baseline_at_chance} runs at chance")
 
 
 def precondition(name: str, measured: float, required: float) -> Gate:

@@ -189,7 +189,7 @@ def test_a_seed_that_ended_at_chance_is_named_beside_the_verdict(tmp_path: Path)
     page = out.read_text()
     assert rows["kd"].verdict == "not tested"  # a collapsed seed is no evidence: the gate names it
     assert "**not tested** (failed gate: no seed at chance); 1 of 3 seeds at chance |" in page
-    assert "FAILED no seed at chance: method 1, baseline 0 seeds at chance" in page
+    assert "FAILED no seed at chance: method 1, baseline 0 runs at chance" in page
     assert "## Notes\n\nkd diverged on seed 1 at lr 0.3." in page and f"--notes {notes}`" in page
     assert main([str(tmp_path), "--notes", str(tmp_path / "missing.md")]) == 2
 
@@ -252,3 +252,17 @@ def test_the_published_claims_page_is_what_its_command_builds(monkeypatch: pytes
     monkeypatch.chdir(root)
     assert main(["docs/leaderboard", "--notes", "docs/claims-notes.md"]) == 0
     assert capsys.readouterr().out == (root / "docs" / "claims.md").read_text()
+
+
+def test_runs_at_chance_are_counted_out_of_the_runs_not_the_seeds() -> None:
+    """With 2 tuning studies a (study, seed) pair is one run: "3 of 3 seeds" would overstate a collapse that
+    hit 3 of 6 runs."""
+    from dashboards.claims import _verdict_cell
+    from harness.claims import ClaimVerdict
+
+    row = ClaimVerdict(method="m", suite="toy", benchmark="b", claim=Claim("gains", metric="test/accuracy"),
+                       mean=0.8, ci=(0.7, 0.9), baseline_mean=0.1, difference=0.7, difference_ci=(0.6, 0.8),
+                       seeds=3, budget=None, verdict="not tested", baseline_at_chance=3, studies=2)
+    assert _verdict_cell(row).endswith("; erm: 3 of 6 runs at chance")
+    one_study = ClaimVerdict(**{**row.__dict__, "studies": 1, "at_chance": 1, "baseline_at_chance": 0})
+    assert _verdict_cell(one_study).endswith("; 1 of 3 seeds at chance")
