@@ -112,6 +112,19 @@ def build_optimizer(model: nn.Module, settings: TrainSettings,
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; known: sgd, adamw")
 
 
+def per_task_warmup_cosine(total_steps: int, num_tasks: int, warmup_fraction: float) -> Callable[[int], float]:
+    """`warmup_cosine` restarted at each task's first step, over that task's share of the steps (the task
+    boundaries `_Loop.task_end` uses), so no task trains at the spent end of one long decay."""
+    bounds = [round(total_steps * task / num_tasks) for task in range(num_tasks + 1)]
+    segments = [warmup_cosine(stop - start, warmup_fraction) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def factor(step: int) -> float:
+        task = next((t for t in range(num_tasks) if step < bounds[t + 1]), num_tasks - 1)
+        return segments[task](step - bounds[task])
+
+    return factor
+
+
 def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
     """LR multiplier: linear warm-up to 1, then cosine decay to 0 at `total_steps`."""
     warmup = max(1, int(round(total_steps * warmup_fraction))) if warmup_fraction > 0 else 0
@@ -174,8 +187,9 @@ def train(
                               model=_inner(model))
     auxiliary = [module.to(device).train() for module in method.auxiliary_modules(run)]
     optimizer = build_optimizer(model, settings, auxiliary)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, method.lr_schedule(warmup_cosine(total, settings.warmup_fraction), run))
+    default = (per_task_warmup_cosine(total, stream.num_tasks, settings.warmup_fraction)
+               if settings.schedule == "per_task" else warmup_cosine(total, settings.warmup_fraction))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, method.lr_schedule(default, run))
     loop = _Loop(model, method, auxiliary, optimizer, schedule, settings, generator, device, world_size, stream,
                  total, run, modes)
     if modes.compile:

@@ -81,14 +81,20 @@ class TrainSpec(Strict):
     batch_size: int = Field(256, gt=0, description="global batch; each of W workers takes batch_size // W")
     warmup_fraction: Annotated[float, Tunable()] = Field(
         0.05, ge=0, lt=1, description="of the total steps: linear warm-up before the cosine decay")
+    schedule: Literal["stream", "per_task"] = Field(
+        "stream", description="on a task stream (continual), one warm-up and cosine over the whole stream, or "
+        "one per task, each task's share of the steps (as continual-learning codebases reset it per task); "
+        "the same on a single training split")
     speed: SpeedSpec = SpeedSpec()
 
     @model_serializer(mode="wrap")
-    def _omit_default_speed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # suites that set no speed mode keep the hashes (and result directories) they had before it existed
+    def _omit_defaults_added_later(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # suites that set no speed mode or schedule keep the hashes (and result directories) they had before
         data = handler(self)
         if self.speed == SpeedSpec():
             data.pop("speed", None)
+        if self.schedule == "stream":
+            data.pop("schedule", None)
         return data
 
     @classmethod

@@ -228,3 +228,32 @@ def test_weight_aligning_snapshots_at_task_end_and_distils_afterwards() -> None:
     restored.training_loss(model, images, torch.arange(8) % 5 + 5, context(**task1))
     assert all(torch.equal(a, b) for a, b in zip(restored.previous.state_dict().values(),
                                                  method.previous.state_dict().values(), strict=True))
+
+
+# ---------------------------------------------------------------- the engine's per-task schedule
+
+
+def test_a_per_task_schedule_restarts_warm_up_and_cosine_at_every_task() -> None:
+    """`train.schedule: per_task` gives each task its own warm-up and decay over its share of the steps, at
+    the boundaries the loop switches tasks at; the stream schedule reaches the last task nearly spent."""
+    from harness.engine import per_task_warmup_cosine, warmup_cosine
+
+    per_task, stream = per_task_warmup_cosine(30, 3, 0.1), warmup_cosine(30, 0.1)
+    assert [per_task(step) for step in (0, 10, 20)] == [1.0, 1.0, 1.0]  # warm-up of 1 step each task
+    assert per_task(9) < 0.05 and per_task(29) < 0.05 and per_task(15) == pytest.approx(warmup_cosine(10, 0.1)(5))
+    assert stream(20) < 0.35  # one decay over the stream: the last task starts with under a third of the lr
+
+
+def test_the_schedule_setting_trains_a_task_stream_and_keeps_the_default_out_of_the_hash() -> None:
+    from harness.train_settings import TrainSpec
+
+    assert "schedule" not in TrainSpec().model_dump()  # suites without it keep their hashes
+    assert TrainSpec(schedule="per_task").model_dump()["schedule"] == "per_task"
+    stream = class_incremental(load_split("digits", "train"), 3, 10)
+    heads = []
+    for schedule in ("stream", "per_task"):
+        model = tiny_model()
+        train(model, build_method("erm"), stream, TrainSettings(lr=0.05, batch_size=16, steps=15, seed=0,
+              schedule=schedule), num_classes=10, device=CPU)
+        heads.append(output_layer(model)[2].weight.detach().clone())
+    assert not torch.equal(*heads)  # the setting reaches the loop
