@@ -3,6 +3,7 @@ precision, seeding and counters; the method only computes the loss (see `harness
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import random
@@ -112,14 +113,19 @@ def build_optimizer(model: nn.Module, settings: TrainSettings,
     raise ValueError(f"unknown optimizer {settings.optimizer!r}; known: sgd, adamw")
 
 
+def task_bounds(total_steps: int, num_tasks: int) -> list[int]:
+    """The step at which each task of a stream starts, then the total: the budget is shared equally."""
+    return [round(total_steps * task / num_tasks) for task in range(num_tasks + 1)]
+
+
 def per_task_warmup_cosine(total_steps: int, num_tasks: int, warmup_fraction: float) -> Callable[[int], float]:
-    """`warmup_cosine` restarted at each task's first step, over that task's share of the steps (the task
-    boundaries `_Loop.task_end` uses), so no task trains at the spent end of one long decay."""
-    bounds = [round(total_steps * task / num_tasks) for task in range(num_tasks + 1)]
+    """`warmup_cosine` restarted at each task's first step, over that task's share of the steps
+    (`task_bounds`), so no task trains at the spent end of one long decay."""
+    bounds = task_bounds(total_steps, num_tasks)
     segments = [warmup_cosine(stop - start, warmup_fraction) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def factor(step: int) -> float:
-        task = next((t for t in range(num_tasks) if step < bounds[t + 1]), num_tasks - 1)
+        task = min(max(bisect.bisect_right(bounds, step) - 1, 0), num_tasks - 1)
         return segments[task](step - bounds[task])
 
     return factor
@@ -268,6 +274,10 @@ class _Loop:
     stats: TrainStats = dataclasses.field(default_factory=TrainStats)
     epoch: int = 0
     meter: ComputeMeter = dataclasses.field(default_factory=ComputeMeter)
+    bounds: list[int] = dataclasses.field(init=False)  # each task's first step, then the total
+
+    def __post_init__(self) -> None:
+        self.bounds = task_bounds(self.total, self.stream.num_tasks)
 
     def fall_back(self, reason: str) -> None:
         """A compile failed: train eager from now on, and say so on the row."""
@@ -281,7 +291,7 @@ class _Loop:
 
     def task_end(self, task: int) -> int:
         """The step count at which `task` ends: the budget is shared equally between the tasks."""
-        return round(self.total * (task + 1) / self.stream.num_tasks)
+        return self.bounds[task + 1]
 
     def context(self, task: int) -> TrainContext:
         stream = self.stream

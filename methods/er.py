@@ -34,6 +34,7 @@ from torch import nn
 
 from harness.data import BatchAugment
 from harness.data.sources import UNLABELLED
+from harness.engine import task_bounds
 from harness.method import (
     Claim,
     LossOutput,
@@ -62,11 +63,6 @@ class ERConfig(MethodConfig):
     lr_decay_end: float | None = Field(0.1, gt=0.0, le=1.0,
                                        description="LR multiplier reached at each task's end, exponential in "
                                                    "between; None keeps the engine's warm-up + cosine")
-
-
-def task_bounds(total_steps: int, num_tasks: int) -> list[int]:
-    """Step at which each task starts, then the total: the engine shares the budget equally."""
-    return [round(total_steps * task / num_tasks) for task in range(num_tasks + 1)]
 
 
 def exponential_per_task(step: int, bounds: list[int], end: float) -> float:
