@@ -29,7 +29,7 @@ from harness.jobs import RunSpec, final_run
 from harness.suite import BenchmarkSpec, MethodEntry, SuiteError, load_suite
 from harness.train_settings import Budget
 
-SECTION = "plateau"
+SECTION = "plateau"  # one section per suite: plateau-<suite file stem>
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def report_markdown(suite_path: str, bench: BenchmarkSpec, points: Sequence[Poin
                    "(the gate's 2-point tolerance).")
     setting = (f"{bench.dataset}, {bench.model}, scenario {bench.scenario.model_dump(exclude_none=True) if bench.scenario else 'none'}, "
                f"augment {bench.augment}, train {bench.train.optimizer} lr {bench.train.lr:g} batch {bench.train.batch_size}")
-    parts = ["## Reference accuracy: where untuned erm plateaus (bench/plateau.py)", "",
+    parts = [f"## Reference accuracy: where untuned erm plateaus, `{Path(suite_path).stem}` (bench/plateau.py)", "",
              f"Reproduce: `{command}`", "",
              f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} on {os.cpu_count()} cores, 1-minute load "
              f"average {load_start:.2f} at the start and {os.getloadavg()[0]:.2f} at the end; benchmark "
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = report_markdown(args.suite, bench, points, command, load_start)
     print(section)
     if args.write:
-        write_section(args.write, section, SECTION)
+        write_section(args.write, section, f"{SECTION}-{Path(args.suite).stem}")
     return 0
 
 

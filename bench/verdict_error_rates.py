@@ -6,7 +6,11 @@ skew_corrected_p`): the share of null samples called "supported" at 5% (and, for
 5%/6, a Holm level), the power on a normal 1-sd effect, and the level a test would have to run at to keep
 left-skewed (1 - exponential) differences at 5%, with its power then: why no test from 3 to 5 values
 removes the excess without losing most of its power. Then, at n = 3, the coverage of the t interval and of
-Hall's at several levels on normal and exponential noise: where 93-97% on both is reachable.
+Hall's at several levels on normal and exponential noise: where 93-97% on both is reachable. Last, where
+Hall's correction saturates (g'(T) = (1 + aT)^2 reaches 0 at T = -1/a, so on a strongly skewed sample its p
+stops falling as t grows and its interval's long side stretches far out), and what a cap on that stretch
+(the corrected statistic kept to at least 1/k of t's distance from its centre) would cost: coverage and the
+left-skewed nulls' false rejections, the one error the correction is there to hold down.
 
     python bench/verdict_error_rates.py [--draws 200000]
 """
@@ -19,7 +23,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
-from harness.statistics import hall_statistic, hall_terms, skew_corrected_p
+from harness.statistics import (
+    THREE_VALUES_TAIL_SHRINK,
+    HallTerms,
+    hall_statistic,
+    hall_terms,
+    skew_corrected_p,
+)
 
 Draw = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
 NULLS: dict[str, Draw] = {  # mean-zero paired differences; skewness 0, 0.78, 1.75, 2, -2
@@ -73,12 +83,84 @@ def three_value_intervals(draws: int) -> list[str]:
     return lines
 
 
+def capped_inverse(z: np.ndarray, a: np.ndarray, cap: float | None) -> np.ndarray:
+    """h^-1(z) for h(T) = g(T) - b, with |h^-1(z)| kept to at most `cap` |z| (None: Hall's, uncapped)."""
+    safe_a = np.where(a == 0.0, 1.0, a)
+    inverse = np.where(a == 0.0, z, (np.cbrt(1.0 + 3.0 * a * z) - 1.0) / safe_a)
+    return inverse if cap is None else np.sign(z) * np.minimum(np.abs(inverse), cap * np.abs(z))
+
+
+def capped_bounds(samples: np.ndarray, cap: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """`harness.statistics.skew_corrected_bounds` with the stretch capped (cap None: the very same bounds)."""
+    n = samples.shape[1]
+    tail = 0.025 * (THREE_VALUES_TAIL_SHRINK if n == 3 else 1.0)
+    quantile = stats.t.ppf(1.0 - tail, n - 1)
+    terms = hall_terms(samples)
+    low = terms.mean - terms.scale * capped_inverse(quantile - terms.b, terms.a, cap)
+    high = terms.mean - terms.scale * capped_inverse(-quantile - terms.b, terms.a, cap)
+    if n == 3:
+        return low, high
+    return np.minimum(low, terms.mean - quantile * terms.scale), np.maximum(high, terms.mean + quantile * terms.scale)
+
+
+def capped_p(samples: np.ndarray, cap: float | None) -> np.ndarray:
+    """The verdicts' one-sided p (both tests) with Hall's statistic capped: g = b + sign(T) max(|h(T)|, |T| / cap)."""
+    n = samples.shape[1]
+    terms = hall_terms(samples)
+    t = terms.mean / terms.scale
+    h = hall_statistic(t, terms) - terms.b
+    if cap is not None:
+        h = np.sign(t) * np.maximum(np.abs(h), np.abs(t) / cap)
+    return np.maximum(stats.t.sf(t, n - 1), stats.t.sf(h + terms.b, n - 1))
+
+
+CAPS = (None, 4.0, 3.0, 2.0, 1.5)
+
+
+def saturation_table(n: int = 6) -> list[str]:
+    """Hall's one-sided p at t for a sample of skewness G (uncapped, and capped at 3): where it plateaus."""
+    t_values = (3.0, 5.0, 7.0, 10.0, 15.0)
+    lines = [f"| n = {n}, skewness G | cap | " + " | ".join(f"p at t = {t:g}" for t in t_values) + " |",
+             "|---" * (len(t_values) + 2) + "|"]
+    for skewness in (0.0, -0.5, -1.0, -1.5):
+        a = np.full(len(t_values), skewness / (3.0 * np.sqrt(n)))
+        terms = HallTerms(np.zeros(len(t_values)), np.ones(len(t_values)), a, a / 2.0)
+        t = np.array(t_values)
+        for cap in (None, 3.0):
+            h = hall_statistic(t, terms) - terms.b
+            if cap is not None:
+                h = np.maximum(h, t / cap)
+            p = np.maximum(stats.t.sf(t, n - 1), stats.t.sf(h + terms.b, n - 1))
+            lines.append(f"| {skewness:g} | {cap or 'none'} | " + " | ".join(f"{value:.2g}" for value in p) + " |")
+    return lines
+
+
+def cap_table(draws: int, sizes: Sequence[int]) -> list[str]:
+    """Coverage (normal, exponential) and left-skewed null rejections at 5% for each cap on the stretch."""
+    lines = ["| n | cap | coverage, normal | coverage, exponential | left-skewed nulls called supported at 5% "
+             "| power, 1 sd |", "|---|---|---|---|---|---|"]
+    for n in sizes:
+        normal = np.random.default_rng(10 + n).normal(0.0, 1.0, (draws, n))
+        exponential = np.random.default_rng(20 + n).exponential(1.0, (draws, n))
+        left = 1.0 - np.random.default_rng(30 + n).exponential(1.0, (draws, n))
+        effect = np.random.default_rng(40 + n).normal(1.0, 1.0, (draws, n))
+        for cap in CAPS:
+            covered = []
+            for sample, mean in ((normal, 0.0), (exponential, 1.0)):
+                low, high = capped_bounds(sample, cap)
+                covered.append(((low <= mean) & (mean <= high)).mean())
+            lines.append(f"| {n} | {cap or 'none (harness)'} | {covered[0]:.1%} | {covered[1]:.1%} | "
+                         f"{(capped_p(left, cap) <= 0.05).mean():.1%} | {(capped_p(effect, cap) <= 0.05).mean():.1%} |")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/verdict_error_rates.py", description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=200_000, help="simulated samples per cell")
     parser.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 10], help="seed pairs n")
     args = parser.parse_args(argv)
-    print("\n".join(test_table(args.draws, args.sizes) + [""] + three_value_intervals(args.draws)))
+    print("\n".join(test_table(args.draws, args.sizes) + [""] + three_value_intervals(args.draws) + [""]
+                    + saturation_table() + [""] + cap_table(args.draws, args.sizes)))
     return 0
 
 

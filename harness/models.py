@@ -127,6 +127,9 @@ _register("wide_cnn", "3-block CNN, 64-128-256 channels (~370k parameters), a te
           lambda c, k, s: SmallCNN(c, k, s, (64, 128, 256)))
 _register("fast_cnn", "2 conv blocks (16-32 channels) + linear head (~20k parameters): the CPU quickstart student",
           lambda c, k, s: FastCNN(c, k, s, (16, 32)))
+_register("fast_cnn_narrow", "2 conv blocks (2-4 channels) + linear head (~2k parameters): a student that a "
+          "CPU-trained fast_cnn_wide clearly beats, for distillation claims",
+          lambda c, k, s: FastCNN(c, k, s, (2, 4)))
 _register("fast_cnn_wide", "2 conv blocks (32-64 channels) + linear head (~50k parameters): fast_cnn's teacher",
           lambda c, k, s: FastCNN(c, k, s, (32, 64)))
 _register("resnet20", "CIFAR ResNet-20 (He et al. 2016): 3 stages x 3 blocks, 16-32-64 channels",

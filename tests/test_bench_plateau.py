@@ -22,7 +22,7 @@ def test_the_plateau_bench_writes_accuracy_per_budget_and_seed(tmp_path: Path) -
     done = _run("suites/smoke.yaml", "--epochs", "1,3", "--seeds", "0,1", "--threads", "1", "--write", str(doc))
     assert done.returncode == 0, done.stderr[-3000:]
     text = doc.read_text()
-    assert "kept" in text and "<!-- plateau:start -->" in text
+    assert "kept" in text and "<!-- plateau-smoke:start -->" in text and "`smoke` (bench/plateau.py)" in text
     assert "Reproduce: `python bench/plateau.py suites/smoke.yaml --epochs 1,3 --seeds 0,1 --threads 1 --write" in text
     rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in text.splitlines()
             if line.startswith("| ") and line.split("|")[1].strip() in ("1", "3")}
