@@ -118,6 +118,11 @@ def task_bounds(total_steps: int, num_tasks: int) -> list[int]:
     return [round(total_steps * task / num_tasks) for task in range(num_tasks + 1)]
 
 
+def task_at(step: int, bounds: Sequence[int]) -> int:
+    """The task that `step` falls in, for `bounds` from `task_bounds` (the last task past the total)."""
+    return min(max(bisect.bisect_right(bounds, step) - 1, 0), len(bounds) - 2)
+
+
 def per_task_warmup_cosine(total_steps: int, num_tasks: int, warmup_fraction: float) -> Callable[[int], float]:
     """`warmup_cosine` restarted at each task's first step, over that task's share of the steps
     (`task_bounds`), so no task trains at the spent end of one long decay."""
@@ -125,7 +130,7 @@ def per_task_warmup_cosine(total_steps: int, num_tasks: int, warmup_fraction: fl
     segments = [warmup_cosine(stop - start, warmup_fraction) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def factor(step: int) -> float:
-        task = min(max(bisect.bisect_right(bounds, step) - 1, 0), num_tasks - 1)
+        task = task_at(step, bounds)
         return segments[task](step - bounds[task])
 
     return factor

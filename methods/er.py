@@ -34,7 +34,7 @@ from torch import nn
 
 from harness.data import BatchAugment
 from harness.data.sources import UNLABELLED
-from harness.engine import task_bounds
+from harness.engine import task_at, task_bounds
 from harness.method import (
     Claim,
     LossOutput,
@@ -67,7 +67,7 @@ class ERConfig(MethodConfig):
 
 def exponential_per_task(step: int, bounds: list[int], end: float) -> float:
     """`end ** (fraction of the current task done)`: 1 at each task's first step."""
-    task = max(t for t in range(len(bounds) - 1) if bounds[t] <= step or t == 0)
+    task = task_at(step, bounds)
     start, stop = bounds[task], bounds[task + 1]
     return end ** (min(1.0, (step - start) / max(1, stop - start)))
 
