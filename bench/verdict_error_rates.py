@@ -28,6 +28,7 @@ from harness.statistics import (
     HallTerms,
     hall_statistic,
     hall_terms,
+    skew_corrected_bounds,
     skew_corrected_p,
 )
 
@@ -83,35 +84,36 @@ def three_value_intervals(draws: int) -> list[str]:
     return lines
 
 
-def capped_inverse(z: np.ndarray, a: np.ndarray, cap: float | None) -> np.ndarray:
-    """h^-1(z) for h(T) = g(T) - b, with |h^-1(z)| kept to at most `cap` |z| (None: Hall's, uncapped)."""
-    safe_a = np.where(a == 0.0, 1.0, a)
-    inverse = np.where(a == 0.0, z, (np.cbrt(1.0 + 3.0 * a * z) - 1.0) / safe_a)
-    return inverse if cap is None else np.sign(z) * np.minimum(np.abs(inverse), cap * np.abs(z))
-
-
 def capped_bounds(samples: np.ndarray, cap: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """`harness.statistics.skew_corrected_bounds` with the stretch capped (cap None: the very same bounds)."""
-    n = samples.shape[1]
-    tail = 0.025 * (THREE_VALUES_TAIL_SHRINK if n == 3 else 1.0)
-    quantile = stats.t.ppf(1.0 - tail, n - 1)
-    terms = hall_terms(samples)
-    low = terms.mean - terms.scale * capped_inverse(quantile - terms.b, terms.a, cap)
-    high = terms.mean - terms.scale * capped_inverse(-quantile - terms.b, terms.a, cap)
-    if n == 3:
+    """`harness.statistics.skew_corrected_bounds` with Hall's stretch kept to `cap` x |q - b| scales from the
+    mean on either side (None: the harness's bounds). From 4 values the t interval's side still holds."""
+    low, high = skew_corrected_bounds(samples)
+    if cap is None:
         return low, high
-    return np.minimum(low, terms.mean - quantile * terms.scale), np.maximum(high, terms.mean + quantile * terms.scale)
-
-
-def capped_p(samples: np.ndarray, cap: float | None) -> np.ndarray:
-    """The verdicts' one-sided p (both tests) with Hall's statistic capped: g = b + sign(T) max(|h(T)|, |T| / cap)."""
     n = samples.shape[1]
+    quantile = stats.t.ppf(1.0 - 0.025 * (THREE_VALUES_TAIL_SHRINK if n == 3 else 1.0), n - 1)
     terms = hall_terms(samples)
-    t = terms.mean / terms.scale
+    floor = terms.mean - terms.scale * cap * (quantile - terms.b)
+    ceiling = terms.mean + terms.scale * cap * (quantile + terms.b)
+    if n > 3:  # the hull with the t interval: the cap cannot pull a bound inside it
+        floor = np.minimum(floor, terms.mean - quantile * terms.scale)
+        ceiling = np.maximum(ceiling, terms.mean + quantile * terms.scale)
+    return np.maximum(low, floor), np.minimum(high, ceiling)
+
+
+def capped_p_of(t: np.ndarray, terms: HallTerms, n: int, cap: float | None) -> np.ndarray:
+    """The verdicts' one-sided p (both tests) at t, Hall's statistic capped: g = b + sign(T) max(|h(T)|, |T| / cap),
+    h = g - b (None: uncapped, `harness.statistics.skew_corrected_p`)."""
     h = hall_statistic(t, terms) - terms.b
     if cap is not None:
         h = np.sign(t) * np.maximum(np.abs(h), np.abs(t) / cap)
     return np.maximum(stats.t.sf(t, n - 1), stats.t.sf(h + terms.b, n - 1))
+
+
+def capped_p(samples: np.ndarray, cap: float | None) -> np.ndarray:
+    """`capped_p_of` for each row of `samples`, against "no gain" (mean <= 0)."""
+    terms = hall_terms(samples)
+    return capped_p_of(terms.mean / terms.scale, terms, samples.shape[1], cap)
 
 
 CAPS = (None, 4.0, 3.0, 2.0, 1.5)
@@ -127,10 +129,7 @@ def saturation_table(n: int = 6) -> list[str]:
         terms = HallTerms(np.zeros(len(t_values)), np.ones(len(t_values)), a, a / 2.0)
         t = np.array(t_values)
         for cap in (None, 3.0):
-            h = hall_statistic(t, terms) - terms.b
-            if cap is not None:
-                h = np.maximum(h, t / cap)
-            p = np.maximum(stats.t.sf(t, n - 1), stats.t.sf(h + terms.b, n - 1))
+            p = capped_p_of(t, terms, n, cap)
             lines.append(f"| {skewness:g} | {cap or 'none'} | " + " | ".join(f"{value:.2g}" for value in p) + " |")
     return lines
 
